@@ -1,0 +1,31 @@
+/**
+ * Where data and models live. `SPHEREFACE_DATA` names the data folder (default `./data`),
+ * laid out as `lfw/`, `lfw-meta/pairs.txt` and `lfw-meta/lfw_landmark.txt`.
+ */
+import path from 'node:path';
+
+export function dataRoot(env: NodeJS.ProcessEnv = process.env): string {
+  return path.resolve(env['SPHEREFACE_DATA'] ?? './data');
+}
+
+export interface LfwPaths {
+  /** The people folder, `Name/Name_0001.jpg`. */
+  readonly images: string;
+  /** View 2 pairs. */
+  readonly pairs: string;
+  /** Five landmarks per image. */
+  readonly landmarks: string;
+  /** View 1 training and test pairs. */
+  readonly devTrain: string;
+  readonly devTest: string;
+}
+
+export function lfwPaths(root: string = dataRoot()): LfwPaths {
+  return {
+    images: path.join(root, 'lfw'),
+    pairs: path.join(root, 'lfw-meta', 'pairs.txt'),
+    landmarks: path.join(root, 'lfw-meta', 'lfw_landmark.txt'),
+    devTrain: path.join(root, 'lfw-meta', 'pairsDevTrain.txt'),
+    devTest: path.join(root, 'lfw-meta', 'pairsDevTest.txt'),
+  };
+}

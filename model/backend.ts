@@ -1,0 +1,122 @@
+/**
+ * The one place that chooses the TensorFlow.js backend.
+ *
+ * The order of preference is `tensorflow` from `@tensorflow/tfjs-node-gpu`, then `tensorflow`
+ * from `@tensorflow/tfjs-node`, then `wasm`, then the pure-JavaScript `cpu`. The two native
+ * packages are optional dependencies because their install step downloads libtensorflow, which
+ * fails on machines without internet access.
+ */
+import os from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-backend-wasm';
+
+export const BACKEND_NAMES = ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+
+export interface BackendInfo {
+  /** Our name for the backend, one of `BACKEND_NAMES`. */
+  readonly name: BackendName;
+  /** The name TensorFlow.js registered it under (`tensorflow`, `wasm` or `cpu`). */
+  readonly tfBackend: string;
+  /** Threads the backend computes on. */
+  readonly threads: number;
+  /** Why each backend preferred over the chosen one did not load. */
+  readonly skipped: ReadonlyArray<{ readonly name: BackendName; readonly reason: string }>;
+}
+
+export class BackendError extends Error {
+  override readonly name = 'BackendError';
+}
+
+let active: BackendInfo | undefined;
+
+async function loadNative(packageName: '@tensorflow/tfjs-node-gpu' | '@tensorflow/tfjs-node'): Promise<void> {
+  // The native package registers the `tensorflow` backend on import. It must share our
+  // tfjs-core instance, which holds as long as both resolve the same tfjs-core version.
+  await import(packageName);
+  if (tf.findBackendFactory('tensorflow') === null) {
+    throw new Error(`${packageName} loaded but registered no "tensorflow" backend`);
+  }
+}
+
+async function activate(name: BackendName): Promise<BackendInfo['tfBackend']> {
+  switch (name) {
+    case 'tfjs-node-gpu':
+      await loadNative('@tensorflow/tfjs-node-gpu');
+      break;
+    case 'tfjs-node':
+      await loadNative('@tensorflow/tfjs-node');
+      break;
+    case 'wasm':
+    case 'cpu':
+      break;
+  }
+  const tfName = name === 'tfjs-node-gpu' || name === 'tfjs-node' ? 'tensorflow' : name;
+  const ok = await tf.setBackend(tfName);
+  if (!ok) throw new Error(`tf.setBackend('${tfName}') returned false`);
+  await tf.ready();
+  return tfName;
+}
+
+function threadsOf(name: BackendName): number {
+  // NOTE: the wasm backend runs one thread under Node because TensorFlow.js 4.22 disables
+  // its worker threads there. The native backends use TensorFlow's default intra-op pool,
+  // one thread per core.
+  if (name === 'wasm' || name === 'cpu') return 1;
+  return os.availableParallelism();
+}
+
+function describe(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.split('\n')[0] ?? message;
+}
+
+/**
+ * Chooses and activates a backend. With `forced`, only that backend is tried and a failure
+ * throws a `BackendError` that says why it did not load. Calling it again with the same
+ * request returns the active backend.
+ */
+export async function initBackend(forced?: BackendName): Promise<BackendInfo> {
+  if (active !== undefined && (forced === undefined || forced === active.name)) return active;
+
+  if (forced !== undefined) {
+    if (!BACKEND_NAMES.includes(forced)) {
+      throw new BackendError(`unknown backend "${String(forced)}"; expected one of ${BACKEND_NAMES.join(', ')}`);
+    }
+    try {
+      const tfBackend = await activate(forced);
+      active = { name: forced, tfBackend, threads: threadsOf(forced), skipped: [] };
+      return active;
+    } catch (error) {
+      throw new BackendError(
+        `backend "${forced}" could not be loaded: ${describe(error)}. ` +
+          `Run without --backend to fall back automatically, or install the package it needs.`,
+      );
+    }
+  }
+
+  const skipped: Array<{ name: BackendName; reason: string }> = [];
+  for (const name of BACKEND_NAMES) {
+    try {
+      const tfBackend = await activate(name);
+      active = { name, tfBackend, threads: threadsOf(name), skipped };
+      return active;
+    } catch (error) {
+      skipped.push({ name, reason: describe(error) });
+    }
+  }
+  throw new BackendError(
+    `no TensorFlow.js backend could be loaded: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`,
+  );
+}
+
+/** Returns the active backend, or undefined before `initBackend` has run. */
+export function activeBackend(): BackendInfo | undefined {
+  return active;
+}
+
+export function parseBackendName(value: string): BackendName {
+  if ((BACKEND_NAMES as readonly string[]).includes(value)) return value as BackendName;
+  throw new BackendError(`unknown backend "${value}"; expected one of ${BACKEND_NAMES.join(', ')}`);
+}
