@@ -1,0 +1,74 @@
+/**
+ * Loads an embedding network from a `NAME:SOURCE` spec, as given on the command line.
+ *
+ * | spec | network |
+ * |---|---|
+ * | `mobilefacenet:PATH` | MobileFaceNet from a PyTorch checkpoint |
+ * | `sphereface20:PATH` | SphereFace-20 from a PyTorch checkpoint with the reference layer names |
+ * | `sphereface20:random` or `sphereface20:random:SEED` | SphereFace-20 with the Caffe initialisation, seed 0 by default |
+ */
+import { access } from 'node:fs/promises';
+import { loadMobileFaceNet } from './mobilefacenet.ts';
+import { loadSphereFace20, randomSphereFace20 } from './sphereface20.ts';
+import type { EmbeddingModel } from './types.ts';
+
+/** A model spec that names no known network or no readable file. */
+export class ModelSpecError extends Error {
+  override readonly name = 'ModelSpecError';
+}
+
+interface RegistryEntry {
+  readonly description: string;
+  load(source: string, spec: string): Promise<EmbeddingModel>;
+}
+
+async function assertReadable(path: string, spec: string): Promise<void> {
+  try {
+    await access(path);
+  } catch {
+    throw new ModelSpecError(`model file not found: "${path}" (from model spec "${spec}")`);
+  }
+}
+
+const REGISTRY: Readonly<Record<string, RegistryEntry>> = {
+  mobilefacenet: {
+    description: 'mobilefacenet:PATH (PyTorch checkpoint)',
+    async load(source, spec) {
+      await assertReadable(source, spec);
+      return loadMobileFaceNet(source);
+    },
+  },
+  sphereface20: {
+    description: 'sphereface20:PATH (PyTorch checkpoint) or sphereface20:random[:SEED]',
+    async load(source, spec) {
+      const random = /^random(?::(\d+))?$/.exec(source);
+      if (random !== null) return randomSphereFace20(random[1] === undefined ? 0 : Number(random[1]));
+      await assertReadable(source, spec);
+      return loadSphereFace20(source);
+    },
+  },
+};
+
+/** Lists the registered networks, each in the spec form `loadEmbeddingModel` accepts. */
+export function knownModels(): string[] {
+  return Object.values(REGISTRY).map((entry) => entry.description);
+}
+
+/**
+ * Loads the network a spec names. The spec is split at its first ':' into the network name
+ * and the source (a checkpoint path, or `random[:SEED]` for SphereFace-20).
+ * @throws ModelSpecError for a malformed spec, an unknown name or a missing file.
+ */
+export async function loadEmbeddingModel(spec: string): Promise<EmbeddingModel> {
+  const colon = spec.indexOf(':');
+  if (colon <= 0 || colon === spec.length - 1) {
+    throw new ModelSpecError(`invalid model spec "${spec}": expected NAME:PATH, one of ${knownModels().join(', ')}`);
+  }
+  const name = spec.slice(0, colon);
+  const source = spec.slice(colon + 1);
+  const entry = Object.hasOwn(REGISTRY, name) ? REGISTRY[name] : undefined;
+  if (entry === undefined) {
+    throw new ModelSpecError(`unknown model "${name}" in spec "${spec}": known models are ${Object.keys(REGISTRY).join(', ')}`);
+  }
+  return entry.load(source, spec);
+}

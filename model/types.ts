@@ -1,0 +1,39 @@
+/**
+ * The contract between a face-embedding network and the feature extractor.
+ */
+import type * as tf from '@tensorflow/tfjs-core';
+
+/** A network that maps aligned face crops to embedding vectors. */
+export interface EmbeddingModel {
+  /** Registry name, e.g. 'mobilefacenet'. */
+  readonly name: string;
+  /** Input size in pixels: 112 high and 96 wide for the SphereFace alignment template. */
+  readonly inputSize: { readonly height: number; readonly width: number };
+  /** Channel order the network was trained on. */
+  readonly channelOrder: 'RGB' | 'BGR';
+  /** Pixel normalisation the network was trained with: input = (pixel − mean) × scale, pixels in 0..255. */
+  readonly normalization: { readonly mean: number; readonly scale: number };
+  /** Length of the embedding of one image; concatenating the mirrored image's embedding doubles it later. */
+  readonly embeddingSize: number;
+  /**
+   * Runs the network on a normalised NHWC float32 batch [N, H, W, 3] and returns [N, embeddingSize].
+   * The caller owns the returned tensor; no intermediate tensor outlives the call.
+   */
+  predict(input: tf.Tensor4D): tf.Tensor2D;
+  /** Releases the weight tensors. The model cannot be used afterwards. */
+  dispose(): void;
+}
+
+/** Network parameters by name, in TensorFlow.js layouts; each network documents its names. */
+export type ParameterMap = ReadonlyMap<string, tf.Tensor>;
+
+/**
+ * Throws unless `shape` is a batch [N, height, width, 3] with N ≥ 1 that `model` accepts.
+ */
+export function assertInputBatch(model: Pick<EmbeddingModel, 'name' | 'inputSize'>, shape: readonly number[]): void {
+  const { height, width } = model.inputSize;
+  const [n = 0, h, w, c] = shape;
+  if (shape.length !== 4 || n < 1 || h !== height || w !== width || c !== 3) {
+    throw new Error(`${model.name}: input has shape [${shape.join(', ')}], expected [N, ${height}, ${width}, 3] with N ≥ 1`);
+  }
+}
