@@ -1,0 +1,171 @@
+/**
+ * The main job: LFW verification end to end. Reads the pairs and landmarks, decodes every image
+ * the pairs use once, aligns it onto the SphereFace template, extracts features of the face and
+ * its mirror, and runs the 10-fold protocol.
+ */
+import { from, lastValueFrom, map, tap, toArray } from 'rxjs';
+import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
+import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
+import { log } from '../lib/log.ts';
+import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
+import { loadEmbeddingModel } from '../model/registry.ts';
+import { batch } from '../operators/batch.ts';
+import { extractFeatures, type ExtractTimings } from '../operators/extractFeatures.ts';
+import { flowControl } from '../operators/flowControl.ts';
+import { verifyFolds, type VerificationReport } from '../operators/kFoldVerify.ts';
+import { progress } from '../operators/progress.ts';
+import { readImages } from '../operators/readImages.ts';
+import { isRejected, type DecodedImage, type Feature, type LandmarkedImage, type Maybe, type Rejected } from '../operators/records.ts';
+import { similarityAlign } from '../operators/similarityAlign.ts';
+
+export interface LfwEvalOptions {
+  /** Folder with `Name/Name_0001.jpg`. */
+  readonly images: string;
+  /** View 2 pairs file. */
+  readonly pairs: string;
+  /** Five landmarks per image, 1-based, as `lfw_landmark.txt`. */
+  readonly landmarks: string;
+  /** Model spec `NAME:PATH`, e.g. `mobilefacenet:068.ckpt`. */
+  readonly model: string;
+  /** Faces per forward pass (default 32; the mirror images double it). */
+  readonly batchSize?: number;
+  /** Force one backend; by default the fastest that loads. */
+  readonly backend?: BackendName;
+  /** Images decoded at once (default 2). */
+  readonly decodeConcurrency?: number;
+  /** Draw a progress bar (default: when stderr is a TTY). */
+  readonly progressBar?: boolean;
+}
+
+export interface LfwEvalResult {
+  readonly report: VerificationReport;
+  readonly backend: BackendInfo;
+  readonly settings: Record<string, unknown>;
+  readonly counts: { readonly pairs: number; readonly images: number };
+  readonly timings: {
+    /** Whole run, from reading the pairs to the report. */
+    readonly wallSeconds: number;
+    /** Decoding, aligning and extracting, which overlap in the pipeline. */
+    readonly pipelineSeconds: number;
+    /** Time inside forward passes (image and mirror), summed. */
+    readonly forwardSeconds: number;
+    /** Images through the whole pipeline per second of `pipelineSeconds`. */
+    readonly imagesPerSecond: number;
+    /** Images through the forward passes per second of `forwardSeconds`. */
+    readonly forwardImagesPerSecond: number;
+  };
+}
+
+/** Raised when some images could not be turned into features; each pair needs both of its images. */
+export class RejectedImagesError extends Error {
+  override readonly name = 'RejectedImagesError';
+  constructor(readonly rejected: readonly Rejected[]) {
+    const listed = rejected
+      .slice(0, 20)
+      .map((r) => `  ${r.path} (${r.stage}): ${r.reason}`)
+      .join('\n');
+    const more = rejected.length > 20 ? `\n  … and ${rejected.length - 20} more` : '';
+    super(
+      `${rejected.length} image(s) used by the pairs could not be processed, so their pairs cannot be scored:\n` +
+        `${listed}${more}\nFix or replace these files; pairs are never dropped, because that would shift the folds.`,
+    );
+  }
+}
+
+export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult> {
+  const started = performance.now();
+  const batchSize = options.batchSize ?? 32;
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`batch size must be a positive integer, got ${String(batchSize)}`);
+  }
+
+  const backend = await initBackend(options.backend);
+  log.info({ backend: backend.name, threads: backend.threads, skipped: backend.skipped.map((s) => s.name) }, 'tensor backend selected');
+
+  const pairs = await readPairs(options.pairs, { imagesDir: options.images });
+  const landmarks = await readLandmarks(options.landmarks);
+  const images = uniqueImages(pairs.pairs);
+  log.info({ pairs: pairs.pairs.length, folds: pairs.folds, images: images.length, file: pairs.file }, 'pairs read');
+
+  const withoutLandmarks = images.filter((ref) => !landmarks.has(ref.id));
+  if (withoutLandmarks.length > 0) {
+    const listed = withoutLandmarks.slice(0, 10).map((ref) => ref.id).join(', ');
+    throw new Error(
+      `${withoutLandmarks.length} image(s) used by ${options.pairs} have no landmarks in ${options.landmarks}: ${listed}` +
+        (withoutLandmarks.length > 10 ? ', …' : ''),
+    );
+  }
+
+  const model = await loadEmbeddingModel(options.model);
+  log.info({ model: model.name, input: model.inputSize, channelOrder: model.channelOrder, embedding: model.embeddingSize }, 'model loaded');
+
+  const timings: ExtractTimings = { seconds: 0, images: 0 };
+  // The window bounds decoded images in flight: enough for a few batches to overlap decoding
+  // with forward passes, and never fewer than one batch, or the last batch could not fill.
+  const flow = flowControl(Math.max(4 * batchSize, 64));
+  const pipelineStarted = performance.now();
+  const attachLandmarks = (image: Maybe<DecodedImage>): Maybe<LandmarkedImage> =>
+    isRejected(image) ? image : { ...image, landmarks: landmarks.get(image.id) as LandmarkedImage['landmarks'] };
+
+  const features$ = from(images).pipe(
+    flow.admit(),
+    readImages({ concurrency: options.decodeConcurrency ?? 2 }),
+    map(attachLandmarks),
+    similarityAlign({ template: SPHEREFACE_TEMPLATE, outputSize: SPHEREFACE_OUTPUT_SIZE }),
+    batch(batchSize),
+    extractFeatures(model, { timings }),
+  );
+  let results: Array<Maybe<Feature>>;
+  try {
+    results = await lastValueFrom(
+      features$.pipe(
+        tap((record) => {
+          if (isRejected(record)) log.warn({ id: record.id, stage: record.stage, reason: record.reason }, 'image rejected');
+        }),
+        progress({ total: images.length, unit: 'images', ...(options.progressBar === undefined ? {} : { bar: options.progressBar }) }),
+        flow.release(),
+        toArray(),
+      ),
+    );
+  } finally {
+    model.dispose();
+  }
+  const pipelineSeconds = (performance.now() - pipelineStarted) / 1000;
+
+  const rejected = results.filter(isRejected);
+  if (rejected.length > 0) throw new RejectedImagesError(rejected);
+  const features = new Map((results as Feature[]).map((f) => [f.id, f.vector]));
+
+  const report = verifyFolds(pairs.pairs, features);
+  const wallSeconds = (performance.now() - started) / 1000;
+
+  return {
+    report,
+    backend,
+    counts: { pairs: pairs.pairs.length, images: images.length },
+    settings: {
+      dataset: 'lfw',
+      view: pairs.view,
+      images: options.images,
+      pairs: pairs.file,
+      landmarks: options.landmarks,
+      landmarkOrigin: 'one-based',
+      model: options.model,
+      modelName: model.name,
+      inputSize: model.inputSize,
+      channelOrder: model.channelOrder,
+      normalization: model.normalization,
+      alignment: { method: 'cp2tform-similarity', interpolation: 'bilinear', fill: 0, template: SPHEREFACE_TEMPLATE, outputSize: SPHEREFACE_OUTPUT_SIZE },
+      feature: 'image ++ horizontal mirror',
+      protocol: { folds: pairs.folds, subtractMean: report.subtractMean, thresholdGrid: '-1:1e-4:1', tieRule: 'mean of tied thresholds', comparison: 'strict' },
+      batchSize,
+    },
+    timings: {
+      wallSeconds,
+      pipelineSeconds,
+      forwardSeconds: timings.seconds,
+      imagesPerSecond: images.length / pipelineSeconds,
+      forwardImagesPerSecond: timings.images / timings.seconds,
+    },
+  };
+}

@@ -1,0 +1,87 @@
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { lfwPaths } from '../lib/paths.ts';
+
+const run = promisify(execFile);
+const lfw = lfwPaths();
+const checkpoint = path.join(process.env['SPHEREFACE_MODELS'] ?? path.resolve('../shared/models'), 'mobilefacenet-casia', '068.ckpt');
+const cli = path.resolve('bin/sphereface.js');
+
+/**
+ * A small View 2 file made of real pairs: the first `perHalf` same and different pairs of
+ * every fold of `pairs.txt`, so the folds keep their structure.
+ */
+async function smallPairsFile(dir: string, perHalf: number): Promise<string> {
+  const lines = (await readFile(lfw.pairs, 'utf8')).split(/\r?\n/).filter((l) => l.trim() !== '');
+  const body = lines.slice(1);
+  const kept: string[] = [];
+  for (let fold = 0; fold < 10; fold++) {
+    const start = fold * 600;
+    kept.push(...body.slice(start, start + perHalf), ...body.slice(start + 300, start + 300 + perHalf));
+  }
+  const file = path.join(dir, 'pairs-small.txt');
+  await writeFile(file, `10\t${perHalf}\n${kept.join('\n')}\n`);
+  return file;
+}
+
+t.test('sphereface eval prints the fold table and writes the report', async (t) => {
+  const dir = t.testdir({});
+  const pairs = await smallPairsFile(dir, 2);
+  const report = path.join(dir, 'report.json');
+
+  const { stdout, stderr } = await run(
+    process.execPath,
+    [cli, 'eval', '--dataset', 'lfw', '--model', `mobilefacenet:${checkpoint}`, '--pairs', pairs, '--report', report, '--batch-size', '8'],
+    { env: { ...process.env, SPHEREFACE_DATA: path.dirname(lfw.images) }, maxBuffer: 1 << 24 },
+  );
+
+  t.match(stdout, /\|\s+fold \|\s+1 \|.*\|\s+10 \|\s+AVE \|/, 'header row has folds 1..10 and AVE');
+  t.match(stdout, /\|\s+ACC \|/);
+  t.match(stdout, /\|\s+THR \|/);
+  t.match(stderr, /tensor backend selected.*"backend":"(wasm|cpu|tfjs-node|tfjs-node-gpu)"/, 'log names the backend');
+
+  const json = JSON.parse(await readFile(report, 'utf8')) as {
+    mean: number;
+    std: number;
+    folds: Array<{ accuracy: number; threshold: number }>;
+    settings: Record<string, unknown>;
+    backend: { name: string; threads: number };
+    timings: { wallSeconds: number };
+  };
+  t.equal(json.folds.length, 10);
+  const meanOfFolds = json.folds.reduce((sum, f) => sum + f.accuracy, 0) / 10;
+  t.ok(Math.abs(json.mean - meanOfFolds) < 1e-12, 'mean is the mean of the fold accuracies');
+  for (const fold of json.folds) {
+    t.ok(fold.accuracy >= 0 && fold.accuracy <= 1, `fold accuracy ${fold.accuracy} is a fraction`);
+    t.ok(fold.threshold >= -1 && fold.threshold <= 1, `threshold ${fold.threshold} lies on the grid's range`);
+  }
+  t.ok(json.std >= 0);
+  t.equal(json.settings['modelName'], 'mobilefacenet');
+  t.ok(json.backend.name.length > 0 && json.backend.threads >= 1);
+  t.ok(json.timings.wallSeconds > 0);
+});
+
+t.test('sphereface eval fails clearly on a pair with a missing image', async (t) => {
+  const dir = t.testdir({
+    'pairs.txt': ['10\t1', ...Array.from({ length: 10 }, () => 'Aaron_Eckhart\t1\t9\nAaron_Peirsol\t1\tAaron_Sorkin\t2')].join('\n'),
+  });
+  const result = run(
+    process.execPath,
+    [cli, 'eval', '--model', `mobilefacenet:${checkpoint}`, '--pairs', path.join(dir, 'pairs.txt'), '--root', lfw.images, '--landmarks', lfw.landmarks],
+    { env: process.env },
+  );
+  await t.rejects(result, { code: 1 });
+  const stderr = await result.catch((error: { stderr: string }) => error.stderr);
+  t.match(stderr, /Aaron_Eckhart_0009\.jpg/, 'names the missing image');
+  t.match(stderr, /pairs\.txt:2/, 'names the pairs file and line');
+});
+
+t.test('sphereface eval rejects an unknown model name', async (t) => {
+  const result = run(process.execPath, [cli, 'eval', '--model', 'resnet:foo.pt'], { env: process.env });
+  await t.rejects(result, { code: 1 });
+  const stderr = await result.catch((error: { stderr: string }) => error.stderr);
+  t.match(stderr, /unknown model "resnet"/);
+});
