@@ -29,3 +29,13 @@ export function lfwPaths(root: string = dataRoot()): LfwPaths {
     devTest: path.join(root, 'lfw-meta', 'pairsDevTest.txt'),
   };
 }
+
+/** The models folder: `SPHEREFACE_MODELS`, default `./models`. */
+export function modelsRoot(env: NodeJS.ProcessEnv = process.env): string {
+  return path.resolve(env['SPHEREFACE_MODELS'] ?? './models');
+}
+
+/** The CASIA-WebFace MobileFaceNet checkpoint inside the models folder. */
+export function mobileFaceNetCheckpoint(root: string = modelsRoot()): string {
+  return path.join(root, 'mobilefacenet-casia', '068.ckpt');
+}

@@ -3,11 +3,11 @@ import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { lfwPaths } from '../lib/paths.ts';
+import { lfwPaths, mobileFaceNetCheckpoint } from '../lib/paths.ts';
 
 const run = promisify(execFile);
 const lfw = lfwPaths();
-const checkpoint = path.join(process.env['SPHEREFACE_MODELS'] ?? path.resolve('../shared/models'), 'mobilefacenet-casia', '068.ckpt');
+const checkpoint = mobileFaceNetCheckpoint();
 const cli = path.resolve('bin/sphereface.js');
 
 /**

@@ -6,11 +6,14 @@ import { initBackend } from '../model/backend.ts';
 import { convolve, loadMobileFaceNet, mobileFaceNetParameterSpecs } from '../model/mobilefacenet.ts';
 import { readTorchCheckpoint, stateDict, type TorchTensor } from '../model/pytorch.ts';
 import { loadEmbeddingModel } from '../model/registry.ts';
-import { lfwPaths } from '../lib/paths.ts';
+import { readLandmarks } from '../datasets/lfw.ts';
+import { lfwPaths, mobileFaceNetCheckpoint } from '../lib/paths.ts';
+import { decodeImage } from '../operators/readImages.ts';
+import { isRejected } from '../operators/records.ts';
+import { alignFace } from '../operators/similarityAlign.ts';
 import { conv2d, referenceForward, type FeatureMap } from './helpers/mobilefacenet-reference.ts';
 
-const modelsRoot = process.env['SPHEREFACE_MODELS'] ?? path.resolve('../shared/models');
-const checkpointPath = path.join(modelsRoot, 'mobilefacenet-casia', '068.ckpt');
+const checkpointPath = mobileFaceNetCheckpoint();
 const HEIGHT = 112;
 const WIDTH = 96;
 
@@ -52,7 +55,18 @@ const state = stateDict(await readTorchCheckpoint(checkpointPath));
 const model = await loadMobileFaceNet(checkpointPath);
 t.teardown(() => model.dispose());
 
-const face = normalise(await faceCrop('Aaron_Eckhart/Aaron_Eckhart_0001.jpg'));
+/** Decodes a real LFW face and aligns it from its landmarks, as `sphereface eval` does. */
+async function alignedFace(id: string): Promise<Uint8Array> {
+  const landmarks = (await readLandmarks(lfwPaths().landmarks)).get(id);
+  if (landmarks === undefined) throw new Error(`no landmarks for ${id}`);
+  const image = await decodeImage({ id, path: path.join(lfwPaths().images, id) });
+  if (isRejected(image)) throw new Error(image.reason);
+  const aligned = alignFace({ ...image, landmarks });
+  if (aligned.height !== HEIGHT || aligned.width !== WIDTH) throw new Error(`unexpected aligned size ${aligned.width}×${aligned.height}`);
+  return aligned.rgb;
+}
+
+const face = normalise(await alignedFace('Aaron_Eckhart/Aaron_Eckhart_0001.jpg'));
 
 t.test('model description', async (t) => {
   t.equal(model.name, 'mobilefacenet');

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import t, { type Test } from 'tap';
+import { mobileFaceNetCheckpoint } from '../lib/paths.ts';
 import {
   CheckpointError,
   StateDictMismatchError,
@@ -14,8 +15,7 @@ import {
 } from '../model/pytorch.ts';
 import { legacyCheckpoint, storageBytes, zipCheckpoint, type FixtureCheckpoint, type FixtureStorage, type FixtureTensor } from './helpers/torch-fixtures.ts';
 
-const modelsRoot = process.env['SPHEREFACE_MODELS'] ?? path.resolve('../shared/models');
-const checkpointPath = path.join(modelsRoot, 'mobilefacenet-casia', '068.ckpt');
+const checkpointPath = mobileFaceNetCheckpoint();
 
 /** Facts about 068.ckpt read off its bytes (hexdump), not from the importer. */
 const FILE_BYTES = 4_130_855;

@@ -8,14 +8,14 @@
  */
 import t from 'tap';
 import path from 'node:path';
-import { lfwPaths } from '../../lib/paths.ts';
+import { lfwPaths, mobileFaceNetCheckpoint } from '../../lib/paths.ts';
 import { runLfwEval } from '../../pipelines/lfwEval.ts';
 
 const PYTORCH_FOLD_ACCURACY_PERCENT = [98.33, 98.83, 99.17, 98.83, 98.83, 99.5, 99.33, 99.33, 100.0, 99.5];
 const PYTORCH_MEAN_PERCENT = 99.17;
 
 const lfw = lfwPaths();
-const checkpoint = path.join(process.env['SPHEREFACE_MODELS'] ?? path.resolve('../shared/models'), 'mobilefacenet-casia', '068.ckpt');
+const checkpoint = mobileFaceNetCheckpoint();
 
 t.test('MobileFaceNet on all 6000 LFW pairs matches the PyTorch run', async (t) => {
   const result = await runLfwEval({ ...lfw, model: `mobilefacenet:${checkpoint}`, progressBar: false });
