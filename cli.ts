@@ -2,19 +2,38 @@
  * The `sphereface` command. It parses arguments, runs a pipeline and prints the result; the
  * work itself lives in `pipelines/`.
  */
-import { writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { log } from './lib/log.ts';
 import { dataRoot, lfwPaths } from './lib/paths.ts';
 import { BACKEND_NAMES, parseBackendName } from './model/backend.ts';
 import { formatFoldTable, formatSummary } from './pipelines/formatReport.ts';
-import { runLfwEval } from './pipelines/lfwEval.ts';
+import { DETECTED, runLfwEval } from './pipelines/lfwEval.ts';
+import { runPreprocess } from './pipelines/preprocess.ts';
+import { readImageFolder, readImageList } from './datasets/imageFolder.ts';
+import type { FacePolicy, NoFacePolicy } from './operators/detectFaces.ts';
 
 function positiveInteger(value: string): number {
   const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 1) throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
+  if (!/^[0-9]+$/.test(value.trim()) || !Number.isSafeInteger(parsed) || parsed < 1) {
+    throw new InvalidArgumentError(`expected a positive integer in decimal digits, got "${value}"`);
+  }
   return parsed;
+}
+
+/**
+ * Fails before a long run starts if its report could not be written afterwards: the path must
+ * not be a folder, and its folder is created if missing.
+ */
+async function prepareReportPath(file: string): Promise<string> {
+  const absolute = path.resolve(file);
+  const existing = await stat(absolute).catch(() => undefined);
+  if (existing?.isDirectory()) throw new Error(`--report ${absolute} is a directory; expected a file name such as ${path.join(absolute, 'report.json')}`);
+  await mkdir(path.dirname(absolute), { recursive: true });
+  await access(path.dirname(absolute), constants.W_OK);
+  return absolute;
 }
 
 const program = new Command()
@@ -30,9 +49,15 @@ program
   .option('--data <dir>', 'data folder with lfw/ and lfw-meta/ (default: $SPHEREFACE_DATA or ./data)')
   .option('--root <dir>', 'LFW images folder, Name/Name_0001.jpg (default: <data>/lfw)')
   .option('--pairs <file>', 'View 2 pairs file (default: <data>/lfw-meta/pairs.txt)')
-  .option('--landmarks <file>', 'five landmarks per image, 1-based (default: <data>/lfw-meta/lfw_landmark.txt)')
+  .option(
+    '--landmarks <file|detected>',
+    'five landmarks per image, 1-based: a landmark file, a detections file from preprocess (.jsonl), or "detected" to run MTCNN (default: <data>/lfw-meta/lfw_landmark.txt)',
+  )
+  .addOption(new Option('--on-no-face <action>', 'with --landmarks detected: reject an image without a face, or substitute a centred crop').choices(['reject', 'center-crop']).default('reject'))
+  .option('--mtcnn <dir>', 'with --landmarks detected: folder with det1–det3.caffemodel (default: $SPHEREFACE_MODELS/mtcnn)')
   .option('--report <file>', 'also write the results, settings, backend and timings as JSON')
   .option('--batch-size <n>', 'faces per forward pass; the mirrors double it', positiveInteger, 32)
+  .option('--max-pixels <n>', 'reject images with more pixels than this before decoding them', positiveInteger, 50_000_000)
   .addOption(new Option('--backend <name>', 'force a tensor backend instead of the fastest that loads').choices([...BACKEND_NAMES]))
   .option('--no-progress', 'log progress lines instead of drawing a bar, even on a terminal')
   .action(async (options: {
@@ -42,18 +67,25 @@ program
     root?: string;
     pairs?: string;
     landmarks?: string;
+    onNoFace: NoFacePolicy;
+    mtcnn?: string;
     report?: string;
     batchSize: number;
+    maxPixels: number;
     backend?: string;
     progress: boolean;
   }) => {
     const defaults = lfwPaths(options.data === undefined ? dataRoot() : path.resolve(options.data));
+    const reportFile = options.report === undefined ? undefined : await prepareReportPath(options.report);
     const result = await runLfwEval({
       images: path.resolve(options.root ?? defaults.images),
       pairs: path.resolve(options.pairs ?? defaults.pairs),
-      landmarks: path.resolve(options.landmarks ?? defaults.landmarks),
+      landmarks: options.landmarks === DETECTED ? DETECTED : path.resolve(options.landmarks ?? defaults.landmarks),
+      onNoFace: options.onNoFace,
+      ...(options.mtcnn === undefined ? {} : { mtcnnDir: options.mtcnn }),
       model: options.model,
       batchSize: options.batchSize,
+      maxPixels: options.maxPixels,
       ...(options.backend === undefined ? {} : { backend: parseBackendName(options.backend) }),
       ...(options.progress ? {} : { progressBar: false }),
     });
@@ -70,7 +102,7 @@ program
       'evaluation finished',
     );
 
-    if (options.report !== undefined) {
+    if (reportFile !== undefined) {
       const json = {
         mean: report.mean,
         std: report.std,
@@ -85,10 +117,101 @@ program
         node: process.version,
         finishedAt: new Date().toISOString(),
       };
-      await writeFile(options.report, `${JSON.stringify(json, null, 2)}\n`);
-      log.info({ file: path.resolve(options.report) }, 'report written');
+      await writeFile(reportFile, `${JSON.stringify(json, null, 2)}\n`);
+      log.info({ file: reportFile }, 'report written');
     }
   });
+
+function probability(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < 0 || parsed > 1) throw new InvalidArgumentError(`expected a number from 0 to 1, got "${value}"`);
+  return parsed;
+}
+
+function thresholds(value: string): [number, number, number] {
+  const parts = value.split(',').map((part) => part.trim());
+  if (parts.length !== 3) throw new InvalidArgumentError(`expected three comma-separated numbers (P-Net,R-Net,O-Net), got "${value}"`);
+  return parts.map(probability) as [number, number, number];
+}
+
+program
+  .command('preprocess')
+  .description('Detect faces with MTCNN and write aligned 112×96 crops as PNG, plus a detections file')
+  .addOption(new Option('--dataset <kind>', 'lfw (the LFW people folder), folder (one subfolder per identity) or list (a list file)').choices(['lfw', 'folder', 'list']).default('folder'))
+  .option('--root <dir>', 'images folder (default for lfw: <data>/lfw); for list, paths are relative to it')
+  .option('--list <file>', 'list file for --dataset list: one image path per line, optionally followed by a label')
+  .option('--data <dir>', 'data folder for --dataset lfw (default: $SPHEREFACE_DATA or ./data)')
+  .requiredOption('--out <dir>', 'folder for the crops; each goes to <out>/<image path without extension>.png')
+  .option('--detections <file>', 'detections file to write (default: <out>/detections.jsonl)')
+  .option('--min-size <pixels>', 'smallest face side MTCNN looks for', positiveInteger, 20)
+  .option('--factor <ratio>', 'scale ratio between pyramid levels, between 0 and 1', probability, 0.85)
+  .option('--thresholds <p,r,o>', 'face-probability thresholds of P-Net, R-Net and O-Net', thresholds, [0.6, 0.7, 0.9] as [number, number, number])
+  .addOption(new Option('--policy <policy>', 'center: the face nearest the image centre; all: every face').choices(['center', 'all']).default('center'))
+  .addOption(new Option('--on-no-face <action>', 'reject the image, or substitute a centred crop').choices(['reject', 'center-crop']).default('reject'))
+  .option('--mtcnn <dir>', 'folder with det1–det3.caffemodel (default: $SPHEREFACE_MODELS/mtcnn)')
+  .option('--max-pixels <n>', 'reject images with more pixels than this before decoding them', positiveInteger, 50_000_000)
+  .addOption(new Option('--backend <name>', 'force a tensor backend instead of the fastest that loads').choices([...BACKEND_NAMES]))
+  .option('--no-progress', 'log progress lines instead of drawing a bar, even on a terminal')
+  .action(async (options: {
+    dataset: 'lfw' | 'folder' | 'list';
+    maxPixels: number;
+    root?: string;
+    list?: string;
+    data?: string;
+    out: string;
+    detections?: string;
+    minSize: number;
+    factor: number;
+    thresholds: [number, number, number];
+    policy: FacePolicy;
+    onNoFace: NoFacePolicy;
+    mtcnn?: string;
+    backend?: string;
+    progress: boolean;
+  }) => {
+    let images;
+    if (options.dataset === 'list') {
+      if (options.list === undefined) throw new InvalidArgumentError('--dataset list needs --list FILE');
+      images = await readImageList(options.list, options.root);
+    } else {
+      const root = options.root ?? (options.dataset === 'lfw' ? lfwPaths(options.data === undefined ? dataRoot() : path.resolve(options.data)).images : undefined);
+      if (root === undefined) throw new InvalidArgumentError('--dataset folder needs --root DIR');
+      images = await readImageFolder(root);
+    }
+    log.info({ images: images.length, dataset: options.dataset }, 'images listed');
+
+    const summary = await runPreprocess({
+      images,
+      out: path.resolve(options.out),
+      ...(options.detections === undefined ? {} : { detections: options.detections }),
+      mtcnn: { minSize: options.minSize, factor: options.factor, thresholds: options.thresholds },
+      ...(options.mtcnn === undefined ? {} : { mtcnnDir: options.mtcnn }),
+      policy: options.policy,
+      onNoFace: options.onNoFace,
+      maxPixels: options.maxPixels,
+      ...(options.backend === undefined ? {} : { backend: parseBackendName(options.backend) }),
+      ...(options.progress ? {} : { progressBar: false }),
+    });
+
+    const reasons = new Map<string, number>();
+    for (const rejection of summary.rejected) {
+      const key = `${rejection.stage}: ${rejection.reason.split('\n')[0] ?? ''}`;
+      reasons.set(key, (reasons.get(key) ?? 0) + 1);
+    }
+    process.stdout.write(
+      `\n${summary.images} images: ${summary.withFace} with a face, ${summary.crops} crops written, ` +
+        `${summary.substituted} centred crops substituted, ${summary.rejected.length} rejected\n`,
+    );
+    for (const [reason, count] of reasons) process.stdout.write(`  rejected ${count}× ${reason}\n`);
+    process.stdout.write(`detections: ${summary.detectionsFile}\n`);
+    log.info({ seconds: Number(summary.seconds.toFixed(1)), imagesPerSecond: Number((summary.images / summary.seconds).toFixed(1)) }, 'preprocess finished');
+  });
+
+// A reader that closes stdout early (`| head`) is not an error of ours: stop quietly.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
 
 try {
   await program.parseAsync(process.argv);

@@ -21,6 +21,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Either, ParseResult, Schema } from 'effect';
 import { lfwPaths } from '../lib/paths.ts';
+import { readTextFile } from '../lib/textFile.ts';
 import type { FivePoints, ImageRef, Landmarks, Point } from '../operators/records.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ export class LfwMissingImagesError extends Error {
         `${missing.length} image(s) used by ${file} not found under ${imagesDir}:`,
         ...listed,
         ...rest,
-        'Point imagesDir (or SPHEREFACE_DATA) at the LFW image folder, or restore the missing files.',
+        'Point the images folder (--root, --data or SPHEREFACE_DATA; imagesDir in code) at the LFW people folder, or restore the missing files.',
       ].join('\n'),
     );
   }
@@ -337,7 +338,7 @@ export function parsePairs(text: string, file: string, imagesDir: string = lfwPa
  * @throws LfwMissingImagesError listing every missing image with the line that first uses it
  */
 export async function readPairs(file: string = lfwPaths().pairs, options: ReadPairsOptions = {}): Promise<LfwPairs> {
-  const text = await fs.readFile(file, 'utf8');
+  const text = await readTextFile(file, 'pairs file', 'pass --pairs FILE, or --data DIR / SPHEREFACE_DATA for the data folder');
   const parsed = parsePairs(text, file, options.imagesDir ?? lfwPaths().images);
 
   if (options.checkImages ?? true) {
@@ -442,5 +443,6 @@ export function parseLandmarks(text: string, file: string): Map<string, Landmark
 
 /** Reads `lfw_landmark.txt` (default: `lfwPaths().landmarks`) and parses it with `parseLandmarks`. */
 export async function readLandmarks(file: string = lfwPaths().landmarks): Promise<Map<string, Landmarks>> {
-  return parseLandmarks(await fs.readFile(file, 'utf8'), file);
+  const text = await readTextFile(file, 'landmark file', 'pass --landmarks FILE, or --data DIR / SPHEREFACE_DATA for the data folder');
+  return parseLandmarks(text, file);
 }

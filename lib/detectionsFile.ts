@@ -9,6 +9,9 @@
  *      "faces":[{"box":[x1,y1,x2,y2],"score":0.99,"landmarks":[[x,y],…5]}],"substituted":false}
  *     {"id":"…","sha256":"…","width":…,"height":…,"faces":[],"rejected":"no face found"}
  *
+ * An image that could not be decoded has no `width` and `height`, and `rejected` gives the
+ * decoder's reason.
+ *
  * Boxes and landmarks use 1-based pixel coordinates (the centre of the top-left pixel is
  * (1, 1)), as MTCNN's reference code and the SphereFace template do. `sha256` is the digest of
  * the image file's bytes, so a reader can tell when an image changed after detection.
@@ -39,8 +42,9 @@ const HeaderSchema = Schema.Struct({
 const EntrySchema = Schema.Struct({
   id: Schema.String.pipe(Schema.minLength(1)),
   sha256: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/)),
-  width: Schema.Number.pipe(Schema.int(), Schema.positive()),
-  height: Schema.Number.pipe(Schema.int(), Schema.positive()),
+  // Absent when the image could not be decoded.
+  width: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
+  height: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
   faces: Schema.Array(FaceSchema),
   substituted: Schema.optional(Schema.Boolean),
   rejected: Schema.optional(Schema.String),

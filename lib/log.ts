@@ -6,8 +6,14 @@
 import { pino, type Logger } from 'pino';
 import { PinoPretty } from 'pino-pretty';
 
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
 function createLogger(): Logger {
-  const level = process.env['SPHEREFACE_LOG_LEVEL'] ?? 'info';
+  const requested = process.env['SPHEREFACE_LOG_LEVEL'] ?? 'info';
+  const level = LEVELS.includes(requested) ? requested : 'info';
+  if (level !== requested) {
+    process.stderr.write(`SPHEREFACE_LOG_LEVEL="${requested}" is not a log level; expected one of ${LEVELS.join(', ')}. Using info.\n`);
+  }
   if (process.env['SPHEREFACE_LOG_FORMAT'] === 'json') {
     return pino({ level, base: undefined }, pino.destination({ fd: 2, sync: true }));
   }

@@ -53,10 +53,33 @@ async function activate(name: BackendName): Promise<BackendInfo['tfBackend']> {
       break;
   }
   const tfName = name === 'tfjs-node-gpu' || name === 'tfjs-node' ? 'tensorflow' : name;
+  const before = {
+    uncaughtException: process.listeners('uncaughtException'),
+    unhandledRejection: process.listeners('unhandledRejection'),
+  };
   const ok = await tf.setBackend(tfName);
   if (!ok) throw new Error(`tf.setBackend('${tfName}') returned false`);
   await tf.ready();
+  removeListenersAddedSince(before);
   return tfName;
+}
+
+/**
+ * Removes the process-wide error handlers that a backend installed while it started. The
+ * Emscripten runtime of the wasm backend (tfjs 4.22) adds `uncaughtException` and
+ * `unhandledRejection` handlers that rethrow, and Node then prints the whole minified line of
+ * the wasm glue code above every unrelated error. Without them Node reports errors itself.
+ */
+function removeListenersAddedSince(before: {
+  uncaughtException: Function[];
+  unhandledRejection: Function[];
+}): void {
+  for (const listener of process.listeners('uncaughtException')) {
+    if (!before.uncaughtException.includes(listener)) process.removeListener('uncaughtException', listener);
+  }
+  for (const listener of process.listeners('unhandledRejection')) {
+    if (!before.unhandledRejection.includes(listener)) process.removeListener('unhandledRejection', listener);
+  }
 }
 
 function threadsOf(name: BackendName): number {

@@ -41,8 +41,13 @@ const REGISTRY: Readonly<Record<string, RegistryEntry>> = {
   sphereface20: {
     description: 'sphereface20:PATH (PyTorch checkpoint) or sphereface20:random[:SEED]',
     async load(source, spec) {
-      const random = /^random(?::(\d+))?$/.exec(source);
-      if (random !== null) return randomSphereFace20(random[1] === undefined ? 0 : Number(random[1]));
+      if (source === 'random' || source.startsWith('random:')) {
+        const seed = source === 'random' ? '0' : source.slice('random:'.length);
+        if (!/^[0-9]+$/.test(seed) || !Number.isSafeInteger(Number(seed))) {
+          throw new ModelSpecError(`invalid seed "${seed}" in model spec "${spec}": expected a non-negative integer, as in sphereface20:random:7`);
+        }
+        return randomSphereFace20(Number(seed));
+      }
       await assertReadable(source, spec);
       return loadSphereFace20(source);
     },

@@ -69,7 +69,7 @@ export async function embedBatch(
 /**
  * Computes a feature for every aligned face in each batch, one batch at a time in order.
  * A face whose size differs from the model's input is rejected; the rest of its batch goes on.
- * Rejections from earlier stages pass through. Output order equals input order.
+ * Rejections from earlier stages pass through. Within a batch, output order equals item order.
  */
 export function extractFeatures(
   model: EmbeddingModel,

@@ -10,7 +10,11 @@ import { Observable, type MonoTypeOperatorFunction } from 'rxjs';
  *
  * Every record that enters must leave through `release()` exactly once, rejections included,
  * or the window closes for good. Stages between the two must emit one record per input record
- * (`batch` may group them, but a batch releases nothing until its items are unpacked).
+ * (`batch` may group them, but a batch releases nothing until its items are unpacked). So:
+ * - the window must be at least the batch size of any `batch` between the two, or the first
+ *   batch never fills and the pipeline stalls;
+ * - a record that errors the stream is never released, so a `retry` between the two leaks credit;
+ * - one `FlowControl` serves one subscription at a time; `admit()` throws on a second one.
  *
  * @example
  * const flow = flowControl(256);
@@ -20,7 +24,12 @@ export interface FlowControl {
   /** Records admitted and not yet released. */
   readonly inFlight: number;
   admit<T>(): MonoTypeOperatorFunction<T>;
-  release<T>(): MonoTypeOperatorFunction<T>;
+  /**
+   * Returns credit for each record that passes: `creditOf(record)`, default 1. A stage that
+   * splits one admitted record into several (one per face, say) gives 1 for one of them and 0
+   * for the others.
+   */
+  release<T>(creditOf?: (value: T) => number): MonoTypeOperatorFunction<T>;
 }
 
 export function flowControl(window: number): FlowControl {
@@ -72,6 +81,9 @@ export function flowControl(window: number): FlowControl {
             if (sourceDone && head >= queue.length) subscriber.complete();
           };
 
+          if (pump !== undefined) {
+            throw new Error('flowControl: admit() is already subscribed; create one flowControl per pipeline run');
+          }
           pump = drain;
           const subscription = source.subscribe({
             next(value) {
@@ -93,13 +105,13 @@ export function flowControl(window: number): FlowControl {
         });
     },
 
-    release<T>(): MonoTypeOperatorFunction<T> {
+    release<T>(creditOf: (value: T) => number = () => 1): MonoTypeOperatorFunction<T> {
       return (source) =>
         new Observable<T>((subscriber) =>
           source.subscribe({
             next(value) {
               subscriber.next(value);
-              inFlight--;
+              inFlight -= creditOf(value);
               pump?.();
             },
             error(error: unknown) {

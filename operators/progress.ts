@@ -43,6 +43,8 @@ export function progress<T>(options: ProgressOptions): MonoTypeOperatorFunction<
               format: `{bar} {value}/{total} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`,
               etaBuffer: 200,
               hideCursor: true,
+              // Restores the cursor and line wrapping when the user presses Ctrl-C.
+              gracefulExit: true,
             },
             cliProgress.Presets.shades_classic,
           )
@@ -75,7 +77,10 @@ export function progress<T>(options: ProgressOptions): MonoTypeOperatorFunction<
           subscriber.next(value);
         },
         error(error: unknown) {
-          bar?.stop();
+          if (bar) {
+            bar.stop();
+            process.stderr.write('\n');
+          }
           subscriber.error(error);
         },
         complete() {
@@ -85,6 +90,8 @@ export function progress<T>(options: ProgressOptions): MonoTypeOperatorFunction<
       });
       return () => {
         subscription.unsubscribe();
+        // An error further down the pipeline unsubscribes without completing: leave the terminal tidy.
+        if (bar && bar.isActive) bar.stop();
       };
     });
 }

@@ -84,6 +84,15 @@ export function alignFace(image: LandmarkedImage, options: SimilarityAlignOption
 function alignOrReject(image: LandmarkedImage, settings: AlignSettings): Maybe<AlignedFace> {
   const bufferProblem = describeBufferProblem(image);
   if (bufferProblem !== undefined) return reject(image, 'similarityAlign', `${image.path}: ${bufferProblem}`);
+  const outside = pointOutsideImage(image);
+  if (outside !== undefined) {
+    return reject(
+      image,
+      'similarityAlign',
+      `cannot align ${image.path}: landmark ${formatPoints([outside])} (${image.landmarks.origin}) lies far outside the ` +
+        `${image.width}×${image.height} image; expected landmarks of this image, within ${100 * LANDMARK_MARGIN} % of its size past an edge`,
+    );
+  }
 
   try {
     return alignWith(image, settings);
@@ -97,6 +106,23 @@ function alignOrReject(image: LandmarkedImage, settings: AlignSettings): Maybe<A
         'expected five finite points that are not all equal',
     );
   }
+}
+
+/**
+ * How far past an image edge a landmark may lie, as a fraction of the image's width or height.
+ * MTCNN places points of a face cut by the edge a few pixels outside the image, so a small
+ * margin is legitimate; a point further out means the landmarks belong to another image (or
+ * another size of it), and aligning with them would quietly produce a wrong crop.
+ */
+const LANDMARK_MARGIN = 0.25;
+
+function pointOutsideImage(image: LandmarkedImage): Point | undefined {
+  const [minX, minY] = image.landmarks.origin === 'one-based' ? [0.5, 0.5] : [-0.5, -0.5];
+  const dx = LANDMARK_MARGIN * image.width;
+  const dy = LANDMARK_MARGIN * image.height;
+  return image.landmarks.points.find(
+    ([x, y]) => x < minX - dx || x > minX + image.width + dx || y < minY - dy || y > minY + image.height + dy,
+  );
 }
 
 function alignWith(image: LandmarkedImage, settings: AlignSettings): AlignedFace {

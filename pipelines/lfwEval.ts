@@ -3,8 +3,12 @@
  * the pairs use once, aligns it onto the SphereFace template, extracts features of the face and
  * its mirror, and runs the 10-fold protocol.
  */
-import { from, lastValueFrom, map, tap, toArray } from 'rxjs';
+import { from, lastValueFrom, map, toArray, type OperatorFunction } from 'rxjs';
 import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
+import { faceLandmarks, readDetectionsFile } from '../lib/detectionsFile.ts';
+import { loadMtcnn } from '../model/mtcnn.ts';
+import { SPHEREFACE_MTCNN_SETTINGS } from '../model/mtcnnDetect.ts';
+import { detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
 import { log } from '../lib/log.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
@@ -15,7 +19,7 @@ import { flowControl } from '../operators/flowControl.ts';
 import { verifyFolds, type VerificationReport } from '../operators/kFoldVerify.ts';
 import { progress } from '../operators/progress.ts';
 import { readImages } from '../operators/readImages.ts';
-import { isRejected, type DecodedImage, type Feature, type LandmarkedImage, type Maybe, type Rejected } from '../operators/records.ts';
+import { isRejected, type DecodedImage, type Feature, type LandmarkedImage, type Landmarks, type Maybe, type Rejected } from '../operators/records.ts';
 import { similarityAlign } from '../operators/similarityAlign.ts';
 
 export interface LfwEvalOptions {
@@ -23,14 +27,23 @@ export interface LfwEvalOptions {
   readonly images: string;
   /** View 2 pairs file. */
   readonly pairs: string;
-  /** Five landmarks per image, 1-based, as `lfw_landmark.txt`. */
+  /**
+   * Where the five landmarks come from: a landmark file like `lfw_landmark.txt` (1-based), a
+   * detections file written by `sphereface preprocess` (`.jsonl`), or `detected` to run MTCNN.
+   */
   readonly landmarks: string;
+  /** With `landmarks: 'detected'`: what an image without a face becomes (default `reject`). */
+  readonly onNoFace?: NoFacePolicy;
+  /** With `landmarks: 'detected'`: folder with det1–det3.caffemodel. */
+  readonly mtcnnDir?: string;
   /** Model spec `NAME:PATH`, e.g. `mobilefacenet:068.ckpt`. */
   readonly model: string;
   /** Faces per forward pass (default 32; the mirror images double it). */
   readonly batchSize?: number;
   /** Force one backend; by default the fastest that loads. */
   readonly backend?: BackendName;
+  /** Reject images with more pixels than this before decoding (default 50,000,000). */
+  readonly maxPixels?: number;
   /** Images decoded at once (default 2). */
   readonly decodeConcurrency?: number;
   /** Draw a progress bar (default: when stderr is a TTY). */
@@ -72,6 +85,24 @@ export class RejectedImagesError extends Error {
   }
 }
 
+/** The `landmarks` value that runs MTCNN instead of reading landmarks from a file. */
+export const DETECTED = 'detected';
+
+/**
+ * Reads landmarks from a landmark file (`Name/Name_0001.jpg` and ten numbers per line) or, for
+ * a `.jsonl` file, from the first face of each entry of a detections file.
+ */
+async function landmarksFrom(file: string): Promise<Map<string, Landmarks>> {
+  if (!file.endsWith('.jsonl')) return readLandmarks(file);
+  const detections = await readDetectionsFile(file);
+  const landmarks = new Map<string, Landmarks>();
+  for (const [id, entry] of detections.entries) {
+    const face = entry.faces[0];
+    if (face !== undefined) landmarks.set(id, faceLandmarks(face));
+  }
+  return landmarks;
+}
+
 export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult> {
   const started = performance.now();
   const batchSize = options.batchSize ?? 32;
@@ -83,18 +114,28 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   log.info({ backend: backend.name, threads: backend.threads, skipped: backend.skipped.map((s) => s.name) }, 'tensor backend selected');
 
   const pairs = await readPairs(options.pairs, { imagesDir: options.images });
-  const landmarks = await readLandmarks(options.landmarks);
+  if (pairs.folds < 2) {
+    throw new Error(
+      `${pairs.file}:1: the header gives ${pairs.folds} fold(s), but k-fold verification needs at least 2. ` +
+        'The View 1 files (pairsDevTrain.txt, pairsDevTest.txt) have one fold; pass the View 2 pairs.txt.',
+    );
+  }
   const images = uniqueImages(pairs.pairs);
   log.info({ pairs: pairs.pairs.length, folds: pairs.folds, images: images.length, file: pairs.file }, 'pairs read');
 
-  const withoutLandmarks = images.filter((ref) => !landmarks.has(ref.id));
-  if (withoutLandmarks.length > 0) {
-    const listed = withoutLandmarks.slice(0, 10).map((ref) => ref.id).join(', ');
-    throw new Error(
-      `${withoutLandmarks.length} image(s) used by ${options.pairs} have no landmarks in ${options.landmarks}: ${listed}` +
-        (withoutLandmarks.length > 10 ? ', …' : ''),
-    );
+  const detect = options.landmarks === DETECTED;
+  const landmarks = detect ? undefined : await landmarksFrom(options.landmarks);
+  if (landmarks !== undefined) {
+    const withoutLandmarks = images.filter((ref) => !landmarks.has(ref.id));
+    if (withoutLandmarks.length > 0) {
+      const listed = withoutLandmarks.slice(0, 10).map((ref) => ref.id).join(', ');
+      throw new Error(
+        `${withoutLandmarks.length} image(s) used by ${options.pairs} have no landmarks in ${options.landmarks}: ${listed}` +
+          (withoutLandmarks.length > 10 ? ', …' : ''),
+      );
+    }
   }
+  const nets = detect ? await loadMtcnn(options.mtcnnDir) : undefined;
 
   const model = await loadEmbeddingModel(options.model);
   log.info({ model: model.name, input: model.inputSize, channelOrder: model.channelOrder, embedding: model.embeddingSize }, 'model loaded');
@@ -104,13 +145,15 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   // with forward passes, and never fewer than one batch, or the last batch could not fill.
   const flow = flowControl(Math.max(4 * batchSize, 64));
   const pipelineStarted = performance.now();
-  const attachLandmarks = (image: Maybe<DecodedImage>): Maybe<LandmarkedImage> =>
-    isRejected(image) ? image : { ...image, landmarks: landmarks.get(image.id) as LandmarkedImage['landmarks'] };
+  const attachLandmarks: OperatorFunction<Maybe<DecodedImage>, Maybe<LandmarkedImage>> =
+    nets === undefined
+      ? map((image) => (isRejected(image) ? image : { ...image, landmarks: landmarks?.get(image.id) as Landmarks }))
+      : detectFaces(nets, { policy: 'center', onNoFace: options.onNoFace ?? 'reject' });
 
   const features$ = from(images).pipe(
     flow.admit(),
-    readImages({ concurrency: options.decodeConcurrency ?? 2 }),
-    map(attachLandmarks),
+    readImages({ concurrency: options.decodeConcurrency ?? 2, ...(options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels }) }),
+    attachLandmarks,
     similarityAlign({ template: SPHEREFACE_TEMPLATE, outputSize: SPHEREFACE_OUTPUT_SIZE }),
     batch(batchSize),
     extractFeatures(model, { timings }),
@@ -119,9 +162,6 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   try {
     results = await lastValueFrom(
       features$.pipe(
-        tap((record) => {
-          if (isRejected(record)) log.warn({ id: record.id, stage: record.stage, reason: record.reason }, 'image rejected');
-        }),
         progress({ total: images.length, unit: 'images', ...(options.progressBar === undefined ? {} : { bar: options.progressBar }) }),
         flow.release(),
         toArray(),
@@ -129,10 +169,13 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
     );
   } finally {
     model.dispose();
+    nets?.dispose();
   }
   const pipelineSeconds = (performance.now() - pipelineStarted) / 1000;
 
+  // Logged only now, because log lines written while a progress bar is drawn garble it.
   const rejected = results.filter(isRejected);
+  for (const record of rejected) log.warn({ id: record.id, stage: record.stage, reason: record.reason }, 'image rejected');
   if (rejected.length > 0) throw new RejectedImagesError(rejected);
   const features = new Map((results as Feature[]).map((f) => [f.id, f.vector]));
 
@@ -148,7 +191,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
       view: pairs.view,
       images: options.images,
       pairs: pairs.file,
-      landmarks: options.landmarks,
+      landmarks: detect ? { source: 'mtcnn', ...SPHEREFACE_MTCNN_SETTINGS, policy: 'center', onNoFace: options.onNoFace ?? 'reject' } : options.landmarks,
       landmarkOrigin: 'one-based',
       model: options.model,
       modelName: model.name,

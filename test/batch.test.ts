@@ -24,7 +24,7 @@ t.test('batch emits nothing for an empty source', async (t) => {
   t.same(out, []);
 });
 
-t.test('batch passes rejections through in place', async (t) => {
+t.test('batch passes rejections through at once', async (t) => {
   const bad = reject({ id: 'b', path: '/x/b.jpg' }, 'readImages', 'truncated');
   const out = await lastValueFrom(from<Array<number | Rejected>>([1, bad, 2, 3]).pipe(batch<number>(2), toArray()));
   t.same(sizes(out), ['rejected:b', 2, 1]);

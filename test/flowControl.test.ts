@@ -73,3 +73,28 @@ t.test('flow control passes errors and completes on an empty source', async (t) 
 t.test('flow control rejects a bad window', async (t) => {
   t.throws(() => flowControl(0), /positive integer, got 0/);
 });
+
+t.test('flow control serves one subscription at a time', async (t) => {
+  // A window of 1 keeps admit() waiting on the source, so the first run is still subscribed.
+  const flow = flowControl(1);
+  const running = range(0, 3).pipe(flow.admit(), delay(5), flow.release(), toArray());
+  const first = lastValueFrom(running);
+  await t.rejects(lastValueFrom(running), /already subscribed/);
+  t.same(await first, [0, 1, 2]);
+  t.same(await lastValueFrom(range(0, 2).pipe(flow.admit(), flow.release(), toArray())), [0, 1], 'free again after completion');
+});
+
+t.test('release credit function lets one record of a split count', async (t) => {
+  const flow = flowControl(2);
+  const out = await lastValueFrom(
+    range(0, 6).pipe(
+      flow.admit(),
+      // Each record becomes two; only the first of each pair returns credit.
+      mergeMap((i) => [`${i}a`, `${i}b`]),
+      flow.release((id: string) => (id.endsWith('a') ? 1 : 0)),
+      toArray(),
+    ),
+  );
+  t.equal(out.length, 12);
+  t.equal(flow.inFlight, 0);
+});

@@ -487,3 +487,20 @@ t.test('similarityAlign validates options at once', async (t) => {
 
   t.throws(() => alignFace(image, { template: fourPoints }), TypeError);
 });
+
+t.test('landmarks far outside the image are rejected', async (t) => {
+  const aaron = await loadAaron();
+  const farOut: FivePoints = [[100000, 107], ...AARON_LANDMARKS.slice(1)] as unknown as FivePoints;
+  // 30 px past the right edge of a 250-pixel image is within the 25 % margin.
+  const nearEdge: FivePoints = [[280, 107], ...AARON_LANDMARKS.slice(1)] as unknown as FivePoints;
+  const records = await lastValueFrom(
+    from([
+      { ...aaron, landmarks: { points: farOut, origin: 'one-based' as const } },
+      { ...aaron, landmarks: { points: nearEdge, origin: 'one-based' as const } },
+    ]).pipe(similarityAlign(), toArray()),
+  );
+  const [first, second] = records;
+  t.ok(first !== undefined && isRejected(first), 'far-out landmark rejected');
+  if (first !== undefined && isRejected(first)) t.match(first.reason, /landmark \(100000, 107\).*250×250 image/);
+  t.ok(second !== undefined && !isRejected(second), 'landmark within the margin accepted');
+});

@@ -1,6 +1,6 @@
 /**
  * The whole LFW View 2 protocol with the CASIA MobileFaceNet checkpoint: 7,701 images, about
- * 7 minutes on 2 cores with the wasm backend. Not part of `npm test`; run `npm run test:lfw`.
+ * 5 minutes on 2 cores with the wasm backend. Not part of `npm test`; run `npm run test:lfw`.
  *
  * The expected numbers come from an independent PyTorch run of the same checkpoint, on crops
  * aligned from `lfw_landmark.txt` (1-based) with cp2tform semantics and bilinear sampling,
