@@ -1,5 +1,5 @@
 /**
- * `sphereface preprocess`: raw photos to aligned, losslessly stored face crops.
+ * `sphereface preprocess` turns raw photos into aligned face crops, stored losslessly.
  *
  * readImages → detectFaces (MTCNN) → similarityAlign → PNG files, plus a detections file
  * (JSON Lines, see `lib/detectionsFile.ts`) that later runs reuse instead of detecting again.
@@ -55,8 +55,8 @@ export interface PreprocessSummary {
 }
 
 /**
- * The crop file of a face: `<out>/<image id without extension>.png`, with `_N` appended for
- * face N under policy `all` (whose record ids end in `#N`).
+ * Returns the crop file of a face: `<out>/<image id without extension>.png`, with `_N`
+ * appended for face N under policy `all` (whose record ids end in `#N`).
  */
 export function cropPath(out: string, faceId: string): string {
   const match = /^(.*?)(?:#(\d+))?$/.exec(faceId) as RegExpExecArray;
@@ -64,7 +64,7 @@ export function cropPath(out: string, faceId: string): string {
   return path.join(out, `${base}${match[2] === undefined ? '' : `_${match[2]}`}.png`);
 }
 
-/** The image id of a face record's id (`Name_0001.jpg#2` → `Name_0001.jpg`). */
+/** Strips the face number from a record id (`Name_0001.jpg#2` → `Name_0001.jpg`). */
 function imageIdOf(faceId: string): string {
   return faceId.replace(/#\d+$/, '');
 }
