@@ -23,7 +23,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { mapStateDict, readTorchCheckpoint, stateDict, type ParameterSpec, type TorchTensor } from './pytorch.ts';
-import { assertInputBatch, type EmbeddingModel, type ParameterMap } from './types.ts';
+import { assertParametersMatch, assertInputBatch, type EmbeddingModel, type ParameterMap } from './types.ts';
 
 /** PyTorch's BatchNorm2d default epsilon, which the checkpoint was trained with. */
 export const BATCH_NORM_EPSILON = 1e-5;
@@ -220,15 +220,7 @@ export class MobileFaceNet implements EmbeddingModel {
    * `mobileFaceNetParameterSpecs` lists, with those shapes.
    */
   constructor(parameters: ParameterMap) {
-    const specs = mobileFaceNetParameterSpecs();
-    const problems: string[] = [];
-    for (const spec of specs) {
-      const tensor = parameters.get(spec.name);
-      if (tensor === undefined) problems.push(`missing "${spec.name}" [${spec.shape.join(', ')}]`);
-      else if (tensor.shape.join(',') !== spec.shape.join(',')) problems.push(`"${spec.name}" has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
-    }
-    if (parameters.size !== specs.length) problems.push(`${parameters.size} parameters given, expected ${specs.length}`);
-    if (problems.length > 0) throw new Error(`MobileFaceNet parameters do not match the network: ${problems.slice(0, 10).join('; ')}`);
+    assertParametersMatch('MobileFaceNet', parameters, mobileFaceNetParameterSpecs());
 
     this.parameters = parameters;
     this.stem = ARCHITECTURE.stem.map((u) => foldUnit(u, parameters));

@@ -28,7 +28,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { linearChwToHwc, mapStateDict, readTorchCheckpoint, stateDict, type ParameterSpec, type TorchTensor } from './pytorch.ts';
-import { assertInputBatch, type EmbeddingModel, type ParameterMap } from './types.ts';
+import { assertParametersMatch, assertInputBatch, type EmbeddingModel, type ParameterMap } from './types.ts';
 
 const INPUT_HEIGHT = 112;
 const INPUT_WIDTH = 96;
@@ -207,15 +207,7 @@ export class SphereFace20 implements EmbeddingModel {
 
   /** Takes ownership of `parameters`, which must hold exactly the tensors `sphereFace20ParameterSpecs` lists. */
   constructor(parameters: ParameterMap) {
-    const specs = sphereFace20ParameterSpecs();
-    const problems: string[] = [];
-    for (const spec of specs) {
-      const tensor = parameters.get(spec.name);
-      if (tensor === undefined) problems.push(`missing "${spec.name}" [${spec.shape.join(', ')}]`);
-      else if (tensor.shape.join(',') !== spec.shape.join(',')) problems.push(`"${spec.name}" has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
-    }
-    if (parameters.size !== specs.length) problems.push(`${parameters.size} parameters given, expected ${specs.length}`);
-    if (problems.length > 0) throw new Error(`SphereFace-20 parameters do not match the network: ${problems.slice(0, 10).join('; ')}`);
+    assertParametersMatch('SphereFace-20', parameters, sphereFace20ParameterSpecs());
     this.parameters = parameters;
   }
 

@@ -37,3 +37,22 @@ export function assertInputBatch(model: Pick<EmbeddingModel, 'name' | 'inputSize
     throw new Error(`${model.name}: input has shape [${shape.join(', ')}], expected [N, ${height}, ${width}, 3] with N ≥ 1`);
   }
 }
+
+/**
+ * Throws unless `parameters` holds exactly the tensors that `specs` lists, with those shapes.
+ * The message names the network and up to ten problems.
+ */
+export function assertParametersMatch(
+  network: string,
+  parameters: ParameterMap,
+  specs: ReadonlyArray<{ readonly name: string; readonly shape: readonly number[] }>,
+): void {
+  const problems: string[] = [];
+  for (const spec of specs) {
+    const tensor = parameters.get(spec.name);
+    if (tensor === undefined) problems.push(`missing "${spec.name}" [${spec.shape.join(', ')}]`);
+    else if (tensor.shape.join(',') !== spec.shape.join(',')) problems.push(`"${spec.name}" has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
+  }
+  if (parameters.size !== specs.length) problems.push(`${parameters.size} parameters given, expected ${specs.length}`);
+  if (problems.length > 0) throw new Error(`${network} parameters do not match the network: ${problems.slice(0, 10).join('; ')}`);
+}
