@@ -17,6 +17,14 @@
  *
  * Parameter names are `LAYER.weight` (conv HWIO, fc [in, out], or PReLU slopes) and `LAYER.bias`,
  * with Caffe's layer names, so `mapCaffeBlobs` fills them from the caffemodel files.
+ *
+ * MTCNNv2 adds a fourth network, the landmark refinement net L-Net (`det4.caffemodel`), which
+ * `loadMtcnn(dir, { lnet: true })` loads as well. SphereFace does not use it. Its deploy prototxt
+ * takes 15 channels of 24×24: five RGB patches, one around each landmark, which a Slice layer
+ * splits at channels 3, 6, 9 and 12. Each patch k (1…5) goes through its own trunk
+ * conv1_k 3×3→28, prelu1_k, pool1_k 3/2, conv2_k 3×3→48, prelu2_k, pool2_k 3/2, conv3_k 2×2→64,
+ * prelu3_k (24→22→11→9→4→3). A Concat joins the five 64×3×3 maps along the channels (320×3×3),
+ * and fc4 →256, prelu4 feeds five heads fc4_k →64, prelu4_k, fc5_k →2.
  */
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -38,6 +46,16 @@ export interface RNetOutput {
   readonly prob: tf.Tensor1D;
   /** Box regression `conv5-2`, [N, 4]. */
   readonly regression: tf.Tensor2D;
+}
+
+/** L-Net output for a batch of faces. */
+export interface LNetOutput {
+  /**
+   * The heads `fc5_1` … `fc5_5` stacked, [N, 5, 2]: for landmark k, the offset of the landmark
+   * inside its patch, in units of the patch side, channels in Caffe order. MTCNNv2's
+   * `detect_face` adds channel 0 to x and channel 1 to y.
+   */
+  readonly offsets: tf.Tensor3D;
 }
 
 export interface ONetOutput {
@@ -64,17 +82,26 @@ export interface MtcnnNets {
   rnet(input: tf.Tensor4D): RNetOutput;
   /** Runs O-Net on [N, 48, 48, 3]. */
   onet(input: tf.Tensor4D): ONetOutput;
+  /**
+   * Runs L-Net on [N, 24, 24, 15]: channels 3k … 3k + 2 hold the patch of landmark k (0-based
+   * k, in the order of O-Net's landmarks), each transposed like the other nets' inputs. Present
+   * only when the networks were loaded with L-Net (`loadMtcnn(dir, { lnet: true })`).
+   */
+  readonly lnet?: (input: tf.Tensor4D) => LNetOutput;
   /** Releases the weight tensors. The networks cannot be used afterwards. */
   dispose(): void;
 }
 
 /** The weight files inside the MTCNN model folder. */
-export const MTCNN_MODEL_FILES = { pnet: 'det1.caffemodel', rnet: 'det2.caffemodel', onet: 'det3.caffemodel' } as const;
+export const MTCNN_MODEL_FILES = { pnet: 'det1.caffemodel', rnet: 'det2.caffemodel', onet: 'det3.caffemodel', lnet: 'det4.caffemodel' } as const;
 
 /** Smallest P-Net input side in pixels: one 12×12 window. */
 export const PNET_MIN_INPUT = 12;
 export const RNET_INPUT = 24;
 export const ONET_INPUT = 48;
+/** L-Net's patch side in pixels, and its number of patches (one per landmark). */
+export const LNET_INPUT = 24;
+export const LNET_PATCHES = 5;
 
 // ---------------------------------------------------------------------------------------------
 // Caffe's max pooling.
@@ -191,11 +218,33 @@ export function onetParameterSpecs(): ParameterSpec[] {
 }
 
 /**
+ * L-Net's parameters with TensorFlow.js shapes. Branch k (1…5) has its own trunk and head. fc4
+ * flattens the 320×3×3 concatenation of the five 64×3×3 maps, whose channel 64·(k − 1) + c is
+ * channel c of branch k.
+ */
+export function lnetParameterSpecs(): ParameterSpec[] {
+  const branches = Array.from({ length: LNET_PATCHES }, (_, i) => i + 1);
+  return [
+    ...branches.flatMap((k) => [
+      ...conv(`conv1_${k}`, 3, 3, 28),
+      ...prelu(`prelu1_${k}`, 28),
+      ...conv(`conv2_${k}`, 3, 28, 48),
+      ...prelu(`prelu2_${k}`, 48),
+      ...conv(`conv3_${k}`, 2, 48, 64),
+      ...prelu(`prelu3_${k}`, 64),
+    ]),
+    ...denseOnMap('fc4', { channels: 64 * LNET_PATCHES, height: 3, width: 3 }, 256),
+    ...prelu('prelu4', 256),
+    ...branches.flatMap((k) => [...dense(`fc4_${k}`, 256, 64), ...prelu(`prelu4_${k}`, 64), ...dense(`fc5_${k}`, 64, 2)]),
+  ];
+}
+
+/**
  * Layers with weights in the caffemodel files that the deploy networks do not use. det2 was saved
  * from a training net with a landmark head `conv5-3` (fc 128→10). The R-Net deploy prototxt has
  * no such layer, and the detector uses only conv5-1 and conv5-2.
  */
-const UNUSED_LAYERS = { pnet: [], rnet: ['conv5-3'], onet: [] } as const;
+const UNUSED_LAYERS = { pnet: [], rnet: ['conv5-3'], onet: [], lnet: [] } as const;
 
 // ---------------------------------------------------------------------------------------------
 // Forward passes.
@@ -249,12 +298,17 @@ function assertInput(net: string, input: tf.Tensor4D, size: { height: number; wi
 class MtcnnNetworks implements MtcnnNets {
   private disposed = false;
 
-  /** Takes ownership of the three parameter maps, which hold the tensors the spec lists name. */
+  readonly lnet?: (input: tf.Tensor4D) => LNetOutput;
+
+  /** Takes ownership of the parameter maps, which hold the tensors the spec lists name. */
   constructor(
     private readonly pnetParameters: ParameterMap,
     private readonly rnetParameters: ParameterMap,
     private readonly onetParameters: ParameterMap,
-  ) {}
+    private readonly lnetParameters?: ParameterMap,
+  ) {
+    if (lnetParameters !== undefined) this.lnet = (input) => this.runLNet(input, lnetParameters);
+  }
 
   private getter(net: string, parameters: ParameterMap): Getter {
     if (this.disposed) throw new Error(`${net}: called after dispose()`);
@@ -323,10 +377,39 @@ class MtcnnNetworks implements MtcnnNets {
     });
   }
 
+  private runLNet(input: tf.Tensor4D, parameters: ParameterMap): LNetOutput {
+    const get = this.getter('lnet', parameters);
+    const [n = 0, h, w, c] = input.shape;
+    if (input.rank !== 4 || h !== LNET_INPUT || w !== LNET_INPUT || c !== 3 * LNET_PATCHES) {
+      throw new Error(`lnet: input has shape [${input.shape.join(', ')}], expected [N, ${LNET_INPUT}, ${LNET_INPUT}, ${3 * LNET_PATCHES}]`);
+    }
+    if (input.dtype !== 'float32') throw new Error(`lnet: input has dtype ${input.dtype}, expected float32 normalised as (x − 127.5) × 0.0078125`);
+    if (n === 0) return { offsets: tf.zeros([0, LNET_PATCHES, 2]) };
+    return tf.tidy(() => {
+      const maps: tf.Tensor4D[] = [];
+      for (let k = 1; k <= LNET_PATCHES; k++) {
+        let x = tf.slice(input, [0, 0, 0, 3 * (k - 1)], [-1, -1, -1, 3]);
+        x = convLayer(x, get, `conv1_${k}`, `prelu1_${k}`);
+        x = maxPoolCeil(x, 3, 2);
+        x = convLayer(x, get, `conv2_${k}`, `prelu2_${k}`);
+        x = maxPoolCeil(x, 3, 2);
+        maps.push(convLayer(x, get, `conv3_${k}`, `prelu3_${k}`));
+      }
+      // Concatenating NHWC maps on the channel axis matches Caffe's Concat on axis 1 (C).
+      const joined = tf.concat(maps, 3);
+      const features = denseLayer(tf.reshape(joined, [n, -1]), get, 'fc4', 'prelu4');
+      const heads: tf.Tensor2D[] = [];
+      for (let k = 1; k <= LNET_PATCHES; k++) {
+        heads.push(denseLayer(denseLayer(features, get, `fc4_${k}`, `prelu4_${k}`), get, `fc5_${k}`));
+      }
+      return { offsets: tf.stack(heads, 1) as tf.Tensor3D };
+    });
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const parameters of [this.pnetParameters, this.rnetParameters, this.onetParameters]) {
+    for (const parameters of [this.pnetParameters, this.rnetParameters, this.onetParameters, this.lnetParameters ?? new Map()]) {
       for (const tensor of parameters.values()) tensor.dispose();
     }
   }
@@ -339,23 +422,35 @@ function toTensors(parameters: ReadonlyMap<string, MappedParameter>): Map<string
 }
 
 /**
- * Builds the networks from decoded caffemodels. Throws `CaffeBlobMismatchError` naming the file
- * when a net's blobs do not fit its layers.
+ * Builds the networks from decoded caffemodels, with L-Net when `models.lnet` is given. Throws
+ * `CaffeBlobMismatchError` naming the file when a net's blobs do not fit its layers.
  */
-export function createMtcnn(models: { readonly pnet: CaffeNet; readonly rnet: CaffeNet; readonly onet: CaffeNet }): MtcnnNets {
-  // Map all three before creating any tensor, so that a mismatch leaks nothing.
+export function createMtcnn(models: {
+  readonly pnet: CaffeNet;
+  readonly rnet: CaffeNet;
+  readonly onet: CaffeNet;
+  readonly lnet?: CaffeNet;
+}): MtcnnNets {
+  // Map every net before creating any tensor, so that a mismatch leaks nothing.
   const pnet = mapCaffeBlobs(models.pnet, pnetParameterSpecs(), { ignore: UNUSED_LAYERS.pnet });
   const rnet = mapCaffeBlobs(models.rnet, rnetParameterSpecs(), { ignore: UNUSED_LAYERS.rnet });
   const onet = mapCaffeBlobs(models.onet, onetParameterSpecs(), { ignore: UNUSED_LAYERS.onet });
-  return new MtcnnNetworks(toTensors(pnet), toTensors(rnet), toTensors(onet));
+  const lnet = models.lnet === undefined ? undefined : mapCaffeBlobs(models.lnet, lnetParameterSpecs(), { ignore: UNUSED_LAYERS.lnet });
+  return new MtcnnNetworks(toTensors(pnet), toTensors(rnet), toTensors(onet), lnet === undefined ? undefined : toTensors(lnet));
 }
 
-/** Loads det1–det3.caffemodel from a folder (default `<SPHEREFACE_MODELS>/mtcnn`). */
-export async function loadMtcnn(dir: string = path.join(modelsRoot(), 'mtcnn')): Promise<MtcnnNets> {
-  const [pnet, rnet, onet] = await Promise.all([
+export interface LoadMtcnnOptions {
+  /** Also load L-Net from det4.caffemodel, which `landmarkRefinement: 'lnet'` needs. Default false. */
+  readonly lnet?: boolean;
+}
+
+/** Loads det1–det3.caffemodel, and det4 with `{ lnet: true }`, from a folder (default `<SPHEREFACE_MODELS>/mtcnn`). */
+export async function loadMtcnn(dir: string = path.join(modelsRoot(), 'mtcnn'), options: LoadMtcnnOptions = {}): Promise<MtcnnNets> {
+  const [pnet, rnet, onet, lnet] = await Promise.all([
     readCaffeModel(path.join(dir, MTCNN_MODEL_FILES.pnet)),
     readCaffeModel(path.join(dir, MTCNN_MODEL_FILES.rnet)),
     readCaffeModel(path.join(dir, MTCNN_MODEL_FILES.onet)),
+    options.lnet === true ? readCaffeModel(path.join(dir, MTCNN_MODEL_FILES.lnet)) : undefined,
   ]);
-  return createMtcnn({ pnet, rnet, onet });
+  return createMtcnn(lnet === undefined ? { pnet, rnet, onet } : { pnet, rnet, onet, lnet });
 }

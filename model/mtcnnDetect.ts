@@ -5,6 +5,11 @@
  * resampling, the image pyramid, candidate boxes, non-maximum suppression (NMS) and the box
  * arithmetic of each stage. The networks come from `model/mtcnn.ts`.
  *
+ * On request (`landmarkRefinement: 'lnet'`) a fourth step follows: the landmark refinement of
+ * MTCNNv2's `detect_face` (same repository, `code/codes/MTCNNv2/`), which moves each landmark
+ * with L-Net. SphereFace's own pipeline does not run it; see `LandmarkRefinement` for why it
+ * exists here.
+ *
  * Coordinates follow the Matlab code. They are 1-based, so the centre of the top-left pixel is
  * (1, 1), and a box [x1, y1, x2, y2] covers the pixels x1..x2 and y1..y2 inclusive. Where the
  * reference adds the 1 (crops, `bbreg`, NMS areas), a box is x2 − x1 + 1 pixels wide.
@@ -51,6 +56,19 @@ export interface Detection {
   readonly landmarks: Landmarks;
 }
 
+/**
+ * The refinement applied to the O-Net landmarks after stage 3.
+ *
+ * - `none`: no refinement. These are the landmarks of MTCNNv1 at commit 47a629c, which
+ *   SphereFace pins.
+ * - `lnet`: MTCNNv2's L-Net step (see `refineLandmarks`). It exists to reproduce the LFW
+ *   landmark file that SphereFace's PyTorch port ships (`lfw_landmark.txt`), which was made by
+ *   a detector with this step. That file holds 0-based coordinates truncated to integers. Over
+ *   every 9th of the 9,056 LFW images, its points are a median 0.81 pixels from our `lnet`
+ *   points minus 1 and 1.43 pixels from our `none` points minus 1.
+ */
+export type LandmarkRefinement = 'none' | 'lnet';
+
 export interface MtcnnOptions {
   /** Smallest face side to look for, in pixels of the input image. Default 20. */
   readonly minSize?: number;
@@ -58,6 +76,11 @@ export interface MtcnnOptions {
   readonly factor?: number;
   /** Face-probability thresholds of P-Net, R-Net and O-Net. Default [0.6, 0.7, 0.9]. */
   readonly thresholds?: readonly [pnet: number, rnet: number, onet: number];
+  /**
+   * Refinement of the landmarks after O-Net. Default `none` (SphereFace's MTCNNv1). `lnet` needs
+   * networks loaded with L-Net: `loadMtcnn(dir, { lnet: true })`.
+   */
+  readonly landmarkRefinement?: LandmarkRefinement;
 }
 
 /** `MtcnnOptions` with every default filled in. */
@@ -65,6 +88,7 @@ export interface MtcnnSettings {
   readonly minSize: number;
   readonly factor: number;
   readonly thresholds: readonly [number, number, number];
+  readonly landmarkRefinement: LandmarkRefinement;
 }
 
 /**
@@ -75,6 +99,7 @@ export const SPHEREFACE_MTCNN_SETTINGS: MtcnnSettings = {
   minSize: 20,
   factor: 0.85,
   thresholds: [0.6, 0.7, 0.9],
+  landmarkRefinement: 'none',
 };
 
 /** The networks' input normalisation, applied after resampling: (v − 127.5) × 0.0078125. */
@@ -89,7 +114,11 @@ const CELL_STRIDE = 2;
 const RNET_SIZE = 24;
 const ONET_SIZE = 48;
 
-/** Crops per R-Net or O-Net call; it bounds memory and changes no result. */
+/** L-Net's patch side after resampling, in pixels, and its number of patches (one per landmark). */
+const LNET_SIZE = 24;
+const LNET_PATCH_COUNT = 5;
+
+/** Crops per R-Net or O-Net call, and faces per L-Net call; it bounds memory and changes no result. */
 const CROP_BATCH = 128;
 
 // ---------------------------------------------------------------------------------------------
@@ -528,8 +557,11 @@ function transposeMap(values: Float32Array | Int32Array | Uint8Array, columns: n
 // ---------------------------------------------------------------------------------------------
 // Detection
 
-/** The networks `detect` calls; `MtcnnNets` from `model/mtcnn.ts` provides them. */
-export type MtcnnNetworks = Pick<MtcnnNets, 'pnet' | 'rnet' | 'onet'>;
+/**
+ * The networks `detect` calls; `MtcnnNets` from `model/mtcnn.ts` provides them. `lnet` is needed
+ * only for `landmarkRefinement: 'lnet'`.
+ */
+export type MtcnnNetworks = Pick<MtcnnNets, 'pnet' | 'rnet' | 'onet' | 'lnet'>;
 
 /**
  * Fills in and checks detector options.
@@ -540,6 +572,7 @@ export function resolveMtcnnOptions(options: MtcnnOptions = {}): MtcnnSettings {
   const minSize = options.minSize ?? SPHEREFACE_MTCNN_SETTINGS.minSize;
   const factor = options.factor ?? SPHEREFACE_MTCNN_SETTINGS.factor;
   const thresholds = options.thresholds ?? SPHEREFACE_MTCNN_SETTINGS.thresholds;
+  const landmarkRefinement = options.landmarkRefinement ?? SPHEREFACE_MTCNN_SETTINGS.landmarkRefinement;
 
   if (!Number.isFinite(minSize) || minSize <= 0) {
     throw new RangeError(`MTCNN option minSize must be a positive number of pixels, got ${minSize}`);
@@ -555,7 +588,23 @@ export function resolveMtcnnOptions(options: MtcnnOptions = {}): MtcnnSettings {
       throw new RangeError(`MTCNN option thresholds[${stage}] must be a probability from 0 to 1, got ${value}`);
     }
   });
-  return { minSize, factor, thresholds: [thresholds[0], thresholds[1], thresholds[2]] };
+  if (landmarkRefinement !== 'none' && landmarkRefinement !== 'lnet') {
+    throw new RangeError(`MTCNN option landmarkRefinement must be 'none' or 'lnet', got ${String(landmarkRefinement)}`);
+  }
+  return { minSize, factor, thresholds: [thresholds[0], thresholds[1], thresholds[2]], landmarkRefinement };
+}
+
+/**
+ * Checks that `nets` can run with `settings`: `landmarkRefinement: 'lnet'` needs L-Net.
+ *
+ * @throws Error that says how to load L-Net when it is missing.
+ */
+export function assertNetworksFor(nets: MtcnnNetworks, settings: MtcnnSettings): void {
+  if (settings.landmarkRefinement === 'lnet' && nets.lnet === undefined) {
+    throw new Error(
+      "MTCNN option landmarkRefinement 'lnet' needs L-Net (det4.caffemodel), but the networks were loaded without it; load them with loadMtcnn(dir, { lnet: true })",
+    );
+  }
 }
 
 /**
@@ -572,16 +621,20 @@ export function resolveMtcnnOptions(options: MtcnnOptions = {}): MtcnnSettings {
  *    p_x is O-Net landmark channels 0–4 and p_y channels 5–9. Then `bbreg`, NMS 0.7 (min).
  *    There is no final `rerec`, and no averaging over a mirrored crop (a later commit of the
  *    MTCNN repository added that).
+ * 4. Only with `landmarkRefinement: 'lnet'`: `refineLandmarks` moves the landmarks with L-Net,
+ *    as MTCNNv2's `detect_face` does. Boxes, scores and the order stay as they are.
  *
  * Images whose shorter side is below `minSize` have no pyramid level and give no face without
  * running a network. Boxes that a regression turned inside out are dropped before stages 2 and 3
  * (see `hasPixels`). Every tensor is disposed before the promise settles.
  *
  * @returns the faces, highest O-Net score first (the order of the last NMS).
- * @throws RangeError for invalid options or an image whose buffer does not match its size.
+ * @throws RangeError for invalid options or an image whose buffer does not match its size, and
+ *   Error when `landmarkRefinement` is `lnet` but `nets` has no L-Net.
  */
 export async function detect(nets: MtcnnNetworks, image: DecodedImage, options: MtcnnOptions = {}): Promise<Detection[]> {
   const settings = resolveMtcnnOptions(options);
+  assertNetworksFor(nets, settings);
   const { width, height, rgb } = image;
   if (!Number.isSafeInteger(width) || !Number.isSafeInteger(height) || width < 1 || height < 1) {
     throw new RangeError(`detect: ${image.path} has invalid size ${width}×${height}, expected positive integers`);
@@ -594,7 +647,8 @@ export async function detect(nets: MtcnnNetworks, image: DecodedImage, options: 
   if (stage1.length === 0) return [];
   const stage2 = await refineFaces(nets, image, stage1, settings.thresholds[1]);
   if (stage2.length === 0) return [];
-  return outputFaces(nets, image, stage2, settings.thresholds[2]);
+  const faces = await outputFaces(nets, image, stage2, settings.thresholds[2]);
+  return settings.landmarkRefinement === 'lnet' ? refineLandmarks(nets, image, faces) : faces;
 }
 
 /** Stage 1: P-Net over the pyramid. Returns integer, square boxes. */
@@ -739,4 +793,124 @@ async function outputFaces(nets: MtcnnNetworks, image: DecodedImage, stage2: rea
   });
 
   return nms(faces, 0.7, 'min').map((pick) => faces[pick]!);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 4 (MTCNNv2 only): L-Net landmark refinement
+
+/**
+ * Returns the side of a face's L-Net patches as MTCNNv2 computes it: a quarter of the longer
+ * side of the final box, w = x2 − x1 + 1 and h = y2 − y1 + 1, truncated towards zero and then
+ * raised to the next even number when odd. Each patch spans side + 1 pixels (`lnetPatchBox`).
+ */
+export function lnetPatchSide([x1, y1, x2, y2]: Box): number {
+  const side = Math.trunc(0.25 * Math.max(x2 - x1 + 1, y2 - y1 + 1));
+  // Matlab's mod(side, 2) is 1 for odd sides of either sign; JavaScript's % gives −1 for negative ones.
+  return Math.abs(side % 2) === 1 ? side + 1 : side;
+}
+
+/**
+ * Returns the integer box of a landmark's L-Net patch: x = fix(px − side/2), y = fix(py − side/2)
+ * and [x, y, x + side, y + side], so the crop is side + 1 pixels square (1-based, inclusive).
+ * `fix` truncates towards zero, so for a negative x it rounds up.
+ */
+export function lnetPatchBox([px, py]: Point, side: number): Box {
+  const x = Math.trunc(px - 0.5 * side);
+  const y = Math.trunc(py - 0.5 * side);
+  return [x, y, x + side, y + side];
+}
+
+/**
+ * Moves a landmark by its L-Net offset as MTCNNv2 does: x' = px − side/2 + ox·side and
+ * y' = py − side/2 + oy·side. Offsets are in units of the patch side. When either offset is
+ * more than 0.35 from 0.5 (a large movement), both become 0.5 and the point stays where it was.
+ *
+ * The update starts from px − side/2, not from the patch corner of `lnetPatchBox` that the
+ * network saw, which truncation can put up to one pixel further left and up. MTCNNv2 does the same.
+ */
+export function applyLNetOffset([px, py]: Point, side: number, [ox, oy]: readonly [number, number]): Point {
+  const large = Math.abs(ox - 0.5) > 0.35 || Math.abs(oy - 0.5) > 0.35;
+  const [dx, dy] = large ? [0.5, 0.5] : [ox, oy];
+  return [px - 0.5 * side + dx * side, py - 0.5 * side + dy * side];
+}
+
+/**
+ * Packs the five resampled patches of each face (each 24×24×3, row-major) into one NHWC batch
+ * [faces, 24, 24, 15], normalised and transposed like `packTransposed`. Channels 3k … 3k + 2
+ * hold patch k, and element [n, x, y, 3k + c] is that patch at row y, column x.
+ */
+function packPatches(patchesPerFace: readonly (readonly Float32Array[])[]): tf.Tensor4D {
+  const channels = 3 * LNET_PATCH_COUNT;
+  const data = new Float32Array(patchesPerFace.length * LNET_SIZE * LNET_SIZE * channels);
+  patchesPerFace.forEach((patches, n) => {
+    patches.forEach((pixels, k) => {
+      for (let y = 0; y < LNET_SIZE; y++) {
+        for (let x = 0; x < LNET_SIZE; x++) {
+          const from = (y * LNET_SIZE + x) * 3;
+          const to = ((n * LNET_SIZE + x) * LNET_SIZE + y) * channels + 3 * k;
+          for (let c = 0; c < 3; c++) data[to + c] = (pixels[from + c]! - PIXEL_MEAN) * PIXEL_SCALE;
+        }
+      }
+    });
+  });
+  return tf.tensor4d(data, [patchesPerFace.length, LNET_SIZE, LNET_SIZE, channels]);
+}
+
+/**
+ * Refines the landmarks of detected faces with L-Net, as the extra stage of MTCNNv2's Matlab
+ * `detect_face` does after its O-Net stage (which equals SphereFace's MTCNNv1 stage 3):
+ *
+ * 1. The patch side is `lnetPatchSide` of the face's final box (after `bbreg` and NMS).
+ * 2. Around each of the five landmarks, the box `lnetPatchBox` is cut out with zeros outside the
+ *    image and resampled to 24×24 (`cropAndResample`, pdollar's `imResample` in double precision,
+ *    as for the other stages).
+ * 3. L-Net sees the five patches of a face together and returns one offset pair per landmark.
+ * 4. Each landmark moves by `applyLNetOffset`.
+ *
+ * Boxes, scores and the order of the faces are unchanged; the landmarks stay 1-based. A face
+ * whose box is so far inside out that its patch side is negative keeps its O-Net landmarks.
+ * NOTE: the reference has no defined behaviour for such a face (its crop would be empty).
+ *
+ * @throws Error when `nets` has no L-Net.
+ */
+export async function refineLandmarks(nets: MtcnnNetworks, image: DecodedImage, faces: readonly Detection[]): Promise<Detection[]> {
+  const lnet = nets.lnet;
+  if (lnet === undefined) {
+    throw new Error('refineLandmarks: the networks were loaded without L-Net (det4.caffemodel); load them with loadMtcnn(dir, { lnet: true })');
+  }
+  const sides = faces.map((face) => lnetPatchSide(face.box));
+  const refinable = faces.map((_, index) => index).filter((index) => sides[index]! >= 0);
+  const refined = [...faces];
+
+  for (let first = 0; first < refinable.length; first += CROP_BATCH) {
+    const batch = refinable.slice(first, first + CROP_BATCH);
+    const input = packPatches(
+      batch.map((index) => faces[index]!.landmarks.points.map((point) => cropAndResample(image, lnetPatchBox(point, sides[index]!), LNET_SIZE))),
+    );
+    let offsets: Float32Array | Int32Array | Uint8Array;
+    try {
+      const output = lnet(input);
+      try {
+        offsets = await output.offsets.data();
+      } finally {
+        output.offsets.dispose();
+      }
+    } finally {
+      input.dispose();
+    }
+
+    batch.forEach((index, n) => {
+      const face = faces[index]!;
+      const side = sides[index]!;
+      const moved = face.landmarks.points.map((point, k): Point => {
+        const o = (n * LNET_PATCH_COUNT + k) * 2;
+        return applyLNetOffset(point, side, [offsets[o]!, offsets[o + 1]!]);
+      });
+      refined[index] = {
+        ...face,
+        landmarks: { points: [moved[0]!, moved[1]!, moved[2]!, moved[3]!, moved[4]!], origin: face.landmarks.origin },
+      };
+    });
+  }
+  return refined;
 }

@@ -5,7 +5,15 @@
 import { concatMap, type OperatorFunction } from 'rxjs';
 
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE, type OutputSize } from '../lib/cp2tform.ts';
-import { detect, resolveMtcnnOptions, type Detection, type MtcnnNetworks, type MtcnnOptions, type MtcnnSettings } from '../model/mtcnnDetect.ts';
+import {
+  assertNetworksFor,
+  detect,
+  resolveMtcnnOptions,
+  type Detection,
+  type MtcnnNetworks,
+  type MtcnnOptions,
+  type MtcnnSettings,
+} from '../model/mtcnnDetect.ts';
 import {
   isRejected,
   reject,
@@ -94,7 +102,9 @@ interface DetectSettings {
 
 /**
  * Detects faces with MTCNN (`detect` in `model/mtcnnDetect.ts`, SphereFace's settings by
- * default) and emits one `FaceImage` per kept face, ready for `similarityAlign`.
+ * default) and emits one `FaceImage` per kept face, ready for `similarityAlign`. With
+ * `landmarkRefinement: 'lnet'` the landmarks are those of MTCNNv2's L-Net step, and `nets`
+ * must come from `loadMtcnn(dir, { lnet: true })`.
  *
  * - Policy `center` (default) keeps the face whose box centre ((y1 + y2)/2, (x1 + x2)/2) has the
  *   smallest squared distance to (height/2, width/2), in the 1-based coordinates of the Matlab
@@ -117,13 +127,15 @@ interface DetectSettings {
  *   similarityAlign(),
  * );
  *
- * @throws RangeError at call time when an option is invalid.
+ * @throws RangeError at call time when an option is invalid, and Error when
+ *   `landmarkRefinement` is `lnet` but `nets` has no L-Net.
  */
 export function detectFaces(
   nets: MtcnnNetworks,
   options: DetectFacesOptions = {},
 ): OperatorFunction<Maybe<DecodedImage>, Maybe<FaceImage>> {
   const settings = resolveOptions(options);
+  assertNetworksFor(nets, settings.mtcnn);
   return (source) =>
     source.pipe(
       concatMap((record) => (isRejected(record) ? Promise.resolve([record]) : facesOf(nets, record, settings))),
@@ -135,10 +147,13 @@ export function detectFaces(
  * Detects the faces of one image as `detectFaces` does, for code outside a stream. Resolves to
  * the records the operator would emit for this image.
  *
- * @throws RangeError at call time when an option is invalid.
+ * @throws RangeError at call time when an option is invalid, and Error when
+ *   `landmarkRefinement` is `lnet` but `nets` has no L-Net.
  */
 export function detectFacesIn(nets: MtcnnNetworks, image: DecodedImage, options: DetectFacesOptions = {}): Promise<Maybe<FaceImage>[]> {
-  return facesOf(nets, image, resolveOptions(options));
+  const settings = resolveOptions(options);
+  assertNetworksFor(nets, settings.mtcnn);
+  return facesOf(nets, image, settings);
 }
 
 async function facesOf(nets: MtcnnNetworks, image: DecodedImage, settings: DetectSettings): Promise<Maybe<FaceImage>[]> {

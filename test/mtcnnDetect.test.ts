@@ -268,7 +268,7 @@ t.test('cropAndResample zero-fills outside the image', async (t) => {
 });
 
 t.test('options are checked', async (t) => {
-  t.same(resolveMtcnnOptions(), { minSize: 20, factor: 0.85, thresholds: [0.6, 0.7, 0.9] }, 'SphereFace defaults');
+  t.same(resolveMtcnnOptions(), { minSize: 20, factor: 0.85, thresholds: [0.6, 0.7, 0.9], landmarkRefinement: 'none' }, 'SphereFace defaults');
   t.throws(() => resolveMtcnnOptions({ factor: 1 }), /factor must be between 0 and 1/);
   t.throws(() => resolveMtcnnOptions({ minSize: 0 }), /minSize must be a positive number/);
   t.throws(() => resolveMtcnnOptions({ thresholds: [0.6, 1.5, 0.9] }), /thresholds\[1\] must be a probability/);
