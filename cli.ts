@@ -14,6 +14,7 @@ import { DETECTED, runLfwEval } from './pipelines/lfwEval.ts';
 import { runPreprocess } from './pipelines/preprocess.ts';
 import { readImageFolder, readImageList } from './datasets/imageFolder.ts';
 import type { FacePolicy, NoFacePolicy } from './operators/detectFaces.ts';
+import type { LandmarkRefinement } from './model/mtcnnDetect.ts';
 
 function positiveInteger(value: string): number {
   const parsed = Number(value);
@@ -54,7 +55,13 @@ program
     'five landmarks per image, 1-based: a landmark file, a detections file from preprocess (.jsonl), or "detected" to run MTCNN (default: <data>/lfw-meta/lfw_landmark.txt)',
   )
   .addOption(new Option('--on-no-face <action>', 'with --landmarks detected: reject an image without a face, or substitute a centred crop').choices(['reject', 'center-crop']).default('reject'))
-  .option('--mtcnn <dir>', 'with --landmarks detected: folder with det1–det3.caffemodel (default: $SPHEREFACE_MODELS/mtcnn)')
+  .option('--mtcnn <dir>', 'with --landmarks detected: folder with det1–det4.caffemodel (default: $SPHEREFACE_MODELS/mtcnn)')
+  .addOption(new Option('--refine-landmarks <net>', 'with --landmarks detected: none (MTCNNv1, as SphereFace) or lnet (MTCNNv2 landmark refinement)').choices(['none', 'lnet']).default('none'))
+  .addOption(
+    new Option('--landmark-origin <origin>', 'how to read a landmark file: one-based (Matlab, as the reference evaluation reads lfw_landmark.txt) or zero-based')
+      .choices(['one-based', 'zero-based'])
+      .default('one-based'),
+  )
   .option('--report <file>', 'also write the results, settings, backend and timings as JSON')
   .option('--batch-size <n>', 'faces per forward pass; the mirrors double it', positiveInteger, 32)
   .option('--max-pixels <n>', 'reject images with more pixels than this before decoding them', positiveInteger, 50_000_000)
@@ -69,6 +76,8 @@ program
     landmarks?: string;
     onNoFace: NoFacePolicy;
     mtcnn?: string;
+    refineLandmarks: LandmarkRefinement;
+    landmarkOrigin: 'one-based' | 'zero-based';
     report?: string;
     batchSize: number;
     maxPixels: number;
@@ -82,6 +91,8 @@ program
       pairs: path.resolve(options.pairs ?? defaults.pairs),
       landmarks: options.landmarks === DETECTED ? DETECTED : path.resolve(options.landmarks ?? defaults.landmarks),
       onNoFace: options.onNoFace,
+      mtcnn: { landmarkRefinement: options.refineLandmarks },
+      landmarkOrigin: options.landmarkOrigin,
       ...(options.mtcnn === undefined ? {} : { mtcnnDir: options.mtcnn }),
       model: options.model,
       batchSize: options.batchSize,
@@ -148,13 +159,15 @@ program
   .option('--thresholds <p,r,o>', 'face-probability thresholds of P-Net, R-Net and O-Net', thresholds, [0.6, 0.7, 0.9] as [number, number, number])
   .addOption(new Option('--policy <policy>', 'center: the face nearest the image centre; all: every face').choices(['center', 'all']).default('center'))
   .addOption(new Option('--on-no-face <action>', 'reject the image, or substitute a centred crop').choices(['reject', 'center-crop']).default('reject'))
-  .option('--mtcnn <dir>', 'folder with det1–det3.caffemodel (default: $SPHEREFACE_MODELS/mtcnn)')
+  .option('--mtcnn <dir>', 'folder with det1–det4.caffemodel (default: $SPHEREFACE_MODELS/mtcnn)')
+  .addOption(new Option('--refine-landmarks <net>', 'none (MTCNNv1, as SphereFace) or lnet (MTCNNv2 landmark refinement with det4)').choices(['none', 'lnet']).default('none'))
   .option('--max-pixels <n>', 'reject images with more pixels than this before decoding them', positiveInteger, 50_000_000)
   .addOption(new Option('--backend <name>', 'force a tensor backend instead of the fastest that loads').choices([...BACKEND_NAMES]))
   .option('--no-progress', 'log progress lines instead of drawing a bar, even on a terminal')
   .action(async (options: {
     dataset: 'lfw' | 'folder' | 'list';
     maxPixels: number;
+    refineLandmarks: LandmarkRefinement;
     root?: string;
     list?: string;
     data?: string;
@@ -184,7 +197,7 @@ program
       images,
       out: path.resolve(options.out),
       ...(options.detections === undefined ? {} : { detections: options.detections }),
-      mtcnn: { minSize: options.minSize, factor: options.factor, thresholds: options.thresholds },
+      mtcnn: { minSize: options.minSize, factor: options.factor, thresholds: options.thresholds, landmarkRefinement: options.refineLandmarks },
       ...(options.mtcnn === undefined ? {} : { mtcnnDir: options.mtcnn }),
       policy: options.policy,
       onNoFace: options.onNoFace,

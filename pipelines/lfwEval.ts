@@ -7,7 +7,7 @@ import { from, lastValueFrom, map, toArray, type OperatorFunction } from 'rxjs';
 import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
 import { faceLandmarks, readDetectionsFile } from '../lib/detectionsFile.ts';
 import { loadMtcnn } from '../model/mtcnn.ts';
-import { SPHEREFACE_MTCNN_SETTINGS } from '../model/mtcnnDetect.ts';
+import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
 import { detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
 import { log } from '../lib/log.ts';
@@ -34,8 +34,15 @@ export interface LfwEvalOptions {
   readonly landmarks: string;
   /** With `landmarks: 'detected'`: what an image without a face becomes (default `reject`). */
   readonly onNoFace?: NoFacePolicy;
-  /** With `landmarks: 'detected'`: folder with det1–det3.caffemodel. */
+  /** With `landmarks: 'detected'`: folder with det1–det3.caffemodel (and det4 for L-Net). */
   readonly mtcnnDir?: string;
+  /** With `landmarks: 'detected'`: MTCNN settings; default SphereFace's. */
+  readonly mtcnn?: MtcnnOptions;
+  /**
+   * How to read the numbers of a landmark file (default `one-based`, as the reference
+   * evaluation reads `lfw_landmark.txt`).
+   */
+  readonly landmarkOrigin?: Landmarks['origin'];
   /** Model spec `NAME:PATH`, e.g. `mobilefacenet:068.ckpt`. */
   readonly model: string;
   /** Faces per forward pass (default 32; the mirror images double it). */
@@ -92,8 +99,12 @@ export const DETECTED = 'detected';
  * Reads landmarks from a landmark file (`Name/Name_0001.jpg` and ten numbers per line) or, for
  * a `.jsonl` file, from the first face of each entry of a detections file.
  */
-async function landmarksFrom(file: string): Promise<Map<string, Landmarks>> {
-  if (!file.endsWith('.jsonl')) return readLandmarks(file);
+async function landmarksFrom(file: string, origin: Landmarks['origin']): Promise<Map<string, Landmarks>> {
+  if (!file.endsWith('.jsonl')) {
+    const read = await readLandmarks(file);
+    if (origin === 'one-based') return read;
+    return new Map([...read].map(([id, landmarks]) => [id, { ...landmarks, origin }]));
+  }
   const detections = await readDetectionsFile(file);
   const landmarks = new Map<string, Landmarks>();
   for (const [id, entry] of detections.entries) {
@@ -124,7 +135,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   log.info({ pairs: pairs.pairs.length, folds: pairs.folds, images: images.length, file: pairs.file }, 'pairs read');
 
   const detect = options.landmarks === DETECTED;
-  const landmarks = detect ? undefined : await landmarksFrom(options.landmarks);
+  const landmarks = detect ? undefined : await landmarksFrom(options.landmarks, options.landmarkOrigin ?? 'one-based');
   if (landmarks !== undefined) {
     const withoutLandmarks = images.filter((ref) => !landmarks.has(ref.id));
     if (withoutLandmarks.length > 0) {
@@ -135,7 +146,8 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
       );
     }
   }
-  const nets = detect ? await loadMtcnn(options.mtcnnDir) : undefined;
+  const mtcnn = resolveMtcnnOptions(options.mtcnn);
+  const nets = detect ? await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' }) : undefined;
 
   const model = await loadEmbeddingModel(options.model);
   log.info({ model: model.name, input: model.inputSize, channelOrder: model.channelOrder, embedding: model.embeddingSize }, 'model loaded');
@@ -148,7 +160,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   const attachLandmarks: OperatorFunction<Maybe<DecodedImage>, Maybe<LandmarkedImage>> =
     nets === undefined
       ? map((image) => (isRejected(image) ? image : { ...image, landmarks: landmarks?.get(image.id) as Landmarks }))
-      : detectFaces(nets, { policy: 'center', onNoFace: options.onNoFace ?? 'reject' });
+      : detectFaces(nets, { ...mtcnn, policy: 'center', onNoFace: options.onNoFace ?? 'reject' });
 
   const features$ = from(images).pipe(
     flow.admit(),
@@ -191,8 +203,8 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
       view: pairs.view,
       images: options.images,
       pairs: pairs.file,
-      landmarks: detect ? { source: 'mtcnn', ...SPHEREFACE_MTCNN_SETTINGS, policy: 'center', onNoFace: options.onNoFace ?? 'reject' } : options.landmarks,
-      landmarkOrigin: 'one-based',
+      landmarks: detect ? { source: 'mtcnn', ...mtcnn, policy: 'center', onNoFace: options.onNoFace ?? 'reject' } : options.landmarks,
+      landmarkOrigin: detect || options.landmarks.endsWith('.jsonl') ? 'one-based' : (options.landmarkOrigin ?? 'one-based'),
       model: options.model,
       modelName: model.name,
       inputSize: model.inputSize,

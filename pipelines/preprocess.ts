@@ -81,7 +81,7 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
   log.info({ backend: backend.name, threads: backend.threads }, 'tensor backend selected');
 
   const mtcnn = resolveMtcnnOptions(options.mtcnn);
-  const nets = await loadMtcnn(options.mtcnnDir);
+  const nets = await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' });
   const detectionsFile = path.resolve(options.detections ?? path.join(options.out, 'detections.jsonl'));
   await mkdir(path.dirname(detectionsFile), { recursive: true });
   const writer = createWriteStream(detectionsFile);
