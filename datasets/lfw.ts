@@ -403,9 +403,15 @@ export function uniqueImages(pairs: readonly LfwPair[]): ImageRef[] {
 
 /**
  * Parses the text of `lfw_landmark.txt`: per line an image id `Name/Name_NNNN.jpg`, then x and y
- * of left eye, right eye, nose tip, left mouth corner and right mouth corner. The coordinates are
- * pixels of the 250×250 image in Matlab's 1-based convention, which is how the SphereFace
- * alignment code consumes them. The LFW file has integers; decimals are accepted.
+ * of left eye, right eye, nose tip, left mouth corner and right mouth corner, in pixels of the
+ * 250×250 image. The landmarks are tagged 1-based (Matlab's convention), because the reference
+ * evaluation of the SphereFace PyTorch port reads the file that way; the results we compare
+ * against depend on it. The LFW file has integers; decimals are accepted.
+ *
+ * NOTE: the file itself appears to hold 0-based coordinates truncated to integers. It matches
+ * MTCNNv2 with L-Net refinement when our 1-based points are shifted by −1 and floored (median
+ * 0.8 px over 1,000 images). Callers that want the file's own convention retag the points as
+ * `zero-based` (`sphereface eval --landmark-origin zero-based`).
  *
  * @returns landmarks keyed by image id, in file order
  * @throws LfwFormatError for a malformed line, a non-finite number or an image listed twice
