@@ -135,7 +135,17 @@ program
 
 function probability(value: string): number {
   const parsed = Number(value);
-  if (!Number.isFinite(parsed) || parsed < 0 || parsed > 1) throw new InvalidArgumentError(`expected a number from 0 to 1, got "${value}"`);
+  if (value.trim() === '' || !Number.isFinite(parsed) || parsed < 0 || parsed > 1) {
+    throw new InvalidArgumentError(`expected a number from 0 to 1, got "${value}"`);
+  }
+  return parsed;
+}
+
+function pyramidFactor(value: string): number {
+  const parsed = Number(value);
+  if (value.trim() === '' || !Number.isFinite(parsed) || parsed <= 0 || parsed >= 1) {
+    throw new InvalidArgumentError(`expected a number strictly between 0 and 1, got "${value}"`);
+  }
   return parsed;
 }
 
@@ -155,7 +165,7 @@ program
   .requiredOption('--out <dir>', 'folder for the crops; each goes to <out>/<image path without extension>.png')
   .option('--detections <file>', 'detections file to write (default: <out>/detections.jsonl)')
   .option('--min-size <pixels>', 'smallest face side MTCNN looks for', positiveInteger, 20)
-  .option('--factor <ratio>', 'scale ratio between pyramid levels, between 0 and 1', probability, 0.85)
+  .option('--factor <ratio>', 'scale ratio between pyramid levels, strictly between 0 and 1', pyramidFactor, 0.85)
   .option('--thresholds <p,r,o>', 'face-probability thresholds of P-Net, R-Net and O-Net', thresholds, [0.6, 0.7, 0.9] as [number, number, number])
   .addOption(new Option('--policy <policy>', 'center: the face nearest the image centre; all: every face').choices(['center', 'all']).default('center'))
   .addOption(new Option('--on-no-face <action>', 'reject the image, or substitute a centred crop').choices(['reject', 'center-crop']).default('reject'))
@@ -183,18 +193,22 @@ program
     progress: boolean;
   }) => {
     let images;
+    let imageRoot: string;
     if (options.dataset === 'list') {
       if (options.list === undefined) throw new InvalidArgumentError('--dataset list needs --list FILE');
       images = await readImageList(options.list, options.root);
+      imageRoot = path.resolve(options.root ?? path.dirname(options.list));
     } else {
       const root = options.root ?? (options.dataset === 'lfw' ? lfwPaths(options.data === undefined ? dataRoot() : path.resolve(options.data)).images : undefined);
       if (root === undefined) throw new InvalidArgumentError('--dataset folder needs --root DIR');
       images = await readImageFolder(root);
+      imageRoot = path.resolve(root);
     }
     log.info({ images: images.length, dataset: options.dataset }, 'images listed');
 
     const summary = await runPreprocess({
       images,
+      imageRoots: [imageRoot],
       out: path.resolve(options.out),
       ...(options.detections === undefined ? {} : { detections: options.detections }),
       mtcnn: { minSize: options.minSize, factor: options.factor, thresholds: options.thresholds, landmarkRefinement: options.refineLandmarks },
@@ -208,7 +222,9 @@ program
 
     const reasons = new Map<string, number>();
     for (const rejection of summary.rejected) {
-      const key = `${rejection.stage}: ${rejection.reason.split('\n')[0] ?? ''}`;
+      // Reasons name the file; leave it out so that equal reasons are counted together.
+      const reason = (rejection.reason.split('\n')[0] ?? '').replaceAll(rejection.path, '<image>');
+      const key = `${rejection.stage}: ${reason}`;
       reasons.set(key, (reasons.get(key) ?? 0) + 1);
     }
     process.stdout.write(

@@ -2,7 +2,7 @@
  * Image sets other than LFW: a folder with one subfolder per identity (CASIA-WebFace,
  * VGGFace2 and most face datasets ship this way), or a list file.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import fg from 'fast-glob';
 import type { ImageRef } from '../operators/records.ts';
@@ -23,6 +23,9 @@ export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'ti
  */
 export async function readImageFolder(root: string): Promise<LabelledImageRef[]> {
   const absoluteRoot = path.resolve(root);
+  const rootStat = await stat(absoluteRoot).catch(() => undefined);
+  if (rootStat === undefined) throw new Error(`images folder not found: ${absoluteRoot}`);
+  if (!rootStat.isDirectory()) throw new Error(`images folder ${absoluteRoot} is a file; expected a folder with one subfolder per identity`);
   const pattern = `*/*.{${IMAGE_EXTENSIONS.join(',')}}`;
   const matches = await fg(pattern, { cwd: absoluteRoot, onlyFiles: true, caseSensitiveMatch: false });
   if (matches.length === 0) {
@@ -65,13 +68,21 @@ export async function readImageList(file: string, root?: string): Promise<Labell
       );
     }
 
-    const id = relative.split(path.sep).join('/');
+    // Ids are paths relative to the root, so that crops named after them stay in the output
+    // folder; absolute paths (as Caffe lists have) must lie inside the root too.
+    const absolute = path.resolve(base, relative);
+    const id = path.relative(base, absolute).split(path.sep).join('/');
+    if (id.startsWith('../') || id === '..' || path.isAbsolute(id)) {
+      throw new Error(
+        `${absoluteFile}:${lineNumber}: "${relative}" lies outside the list's root ${base}; pass --root with a folder that contains every listed image`,
+      );
+    }
     const earlier = seen.get(id);
     if (earlier !== undefined) {
       throw new Error(`${absoluteFile}:${lineNumber}: "${id}" is listed twice (first on line ${earlier}); each image may appear once`);
     }
     seen.set(id, lineNumber);
-    refs.push({ id, path: path.resolve(base, relative), identity });
+    refs.push({ id, path: absolute, identity });
   });
 
   if (refs.length === 0) throw new Error(`${absoluteFile} lists no images`);

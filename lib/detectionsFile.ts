@@ -9,8 +9,10 @@
  *      "faces":[{"box":[x1,y1,x2,y2],"score":0.99,"landmarks":[[x,y],…5]}],"substituted":false}
  *     {"id":"…","sha256":"…","width":…,"height":…,"faces":[],"rejected":"no face found"}
  *
- * An image that could not be decoded has no `width` and `height`, and `rejected` gives the
- * decoder's reason.
+ * An image that could not be decoded has no `width` and `height` (and no `sha256` when the file
+ * could not be read), and `rejected` gives the reason. `substituted` is present only when it is
+ * true. Boxes are MTCNN's and may reach past the image edges; the network crops are taken
+ * inside the image with zero fill, as MTCNN's reference code does.
  *
  * Boxes and landmarks use 1-based pixel coordinates (the centre of the top-left pixel is
  * (1, 1)), as MTCNN's reference code and the SphereFace template do. `sha256` is the digest of
@@ -41,7 +43,8 @@ const HeaderSchema = Schema.Struct({
 
 const EntrySchema = Schema.Struct({
   id: Schema.String.pipe(Schema.minLength(1)),
-  sha256: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/)),
+  // Absent when the image file could not be read.
+  sha256: Schema.optional(Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/))),
   // Absent when the image could not be decoded.
   width: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
   height: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),

@@ -5,10 +5,11 @@
  */
 import { from, lastValueFrom, map, toArray, type OperatorFunction } from 'rxjs';
 import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
-import { faceLandmarks, readDetectionsFile } from '../lib/detectionsFile.ts';
+import { readFile } from 'node:fs/promises';
+import { faceLandmarks, readDetectionsFile, sha256Hex } from '../lib/detectionsFile.ts';
 import { loadMtcnn } from '../model/mtcnn.ts';
 import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
-import { detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
+import { centerFaceIndex, detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
 import { log } from '../lib/log.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
@@ -19,7 +20,7 @@ import { flowControl } from '../operators/flowControl.ts';
 import { verifyFolds, type VerificationReport } from '../operators/kFoldVerify.ts';
 import { progress } from '../operators/progress.ts';
 import { readImages } from '../operators/readImages.ts';
-import { isRejected, type DecodedImage, type Feature, type LandmarkedImage, type Landmarks, type Maybe, type Rejected } from '../operators/records.ts';
+import { isRejected, type DecodedImage, type Feature, type ImageRef, type LandmarkedImage, type Landmarks, type Maybe, type Rejected } from '../operators/records.ts';
 import { similarityAlign } from '../operators/similarityAlign.ts';
 
 export interface LfwEvalOptions {
@@ -95,23 +96,60 @@ export class RejectedImagesError extends Error {
 /** The `landmarks` value that runs MTCNN instead of reading landmarks from a file. */
 export const DETECTED = 'detected';
 
+/** Landmarks by image id, and for images without them, why (from a detections file). */
+interface LandmarkSource {
+  readonly landmarks: Map<string, Landmarks>;
+  readonly whyMissing: Map<string, string>;
+  /** SHA-256 of each image at detection time, to check that the images did not change. */
+  readonly digests: Map<string, string>;
+}
+
 /**
  * Reads landmarks from a landmark file (`Name/Name_0001.jpg` and ten numbers per line) or, for
- * a `.jsonl` file, from the first face of each entry of a detections file.
+ * a `.jsonl` file, from a detections file. An entry with several faces (written with policy
+ * `all`) gives the face nearest the image centre, as `--landmarks detected` would choose.
  */
-async function landmarksFrom(file: string, origin: Landmarks['origin']): Promise<Map<string, Landmarks>> {
+async function landmarksFrom(file: string, origin: Landmarks['origin']): Promise<LandmarkSource> {
   if (!file.endsWith('.jsonl')) {
     const read = await readLandmarks(file);
-    if (origin === 'one-based') return read;
-    return new Map([...read].map(([id, landmarks]) => [id, { ...landmarks, origin }]));
+    const landmarks = origin === 'one-based' ? read : new Map([...read].map(([id, points]) => [id, { ...points, origin }]));
+    return { landmarks, whyMissing: new Map(), digests: new Map() };
   }
   const detections = await readDetectionsFile(file);
-  const landmarks = new Map<string, Landmarks>();
+  const source: LandmarkSource = { landmarks: new Map(), whyMissing: new Map(), digests: new Map() };
   for (const [id, entry] of detections.entries) {
-    const face = entry.faces[0];
-    if (face !== undefined) landmarks.set(id, faceLandmarks(face));
+    if (entry.sha256 !== undefined) source.digests.set(id, entry.sha256);
+    let index = 0;
+    if (entry.faces.length > 1 && entry.width !== undefined && entry.height !== undefined) {
+      index = centerFaceIndex(entry.faces, entry.width, entry.height);
+    }
+    const face = entry.faces[index];
+    if (face !== undefined) {
+      source.landmarks.set(id, faceLandmarks(face));
+    } else if (entry.substituted === true) {
+      source.whyMissing.set(id, 'no face; preprocess substituted a centred crop, which the file does not store (use --landmarks detected --on-no-face center-crop)');
+    } else {
+      source.whyMissing.set(id, entry.rejected ?? 'no face');
+    }
   }
-  return landmarks;
+  return source;
+}
+
+/** Throws if an image's bytes differ from the digest recorded at detection time. */
+async function assertImagesUnchanged(images: readonly ImageRef[], digests: ReadonlyMap<string, string>, file: string): Promise<void> {
+  const changed: string[] = [];
+  for (const ref of images) {
+    const recorded = digests.get(ref.id);
+    if (recorded === undefined) continue;
+    const current = await readFile(ref.path).then(sha256Hex, () => undefined);
+    if (current !== recorded) changed.push(ref.id);
+  }
+  if (changed.length > 0) {
+    throw new Error(
+      `${changed.length} image(s) changed since ${file} was written (SHA-256 differs), so its landmarks may not fit them: ` +
+        `${changed.slice(0, 10).join(', ')}${changed.length > 10 ? ', …' : ''}. Run preprocess again.`,
+    );
+  }
 }
 
 export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult> {
@@ -135,16 +173,21 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   log.info({ pairs: pairs.pairs.length, folds: pairs.folds, images: images.length, file: pairs.file }, 'pairs read');
 
   const detect = options.landmarks === DETECTED;
-  const landmarks = detect ? undefined : await landmarksFrom(options.landmarks, options.landmarkOrigin ?? 'one-based');
-  if (landmarks !== undefined) {
-    const withoutLandmarks = images.filter((ref) => !landmarks.has(ref.id));
+  const source = detect ? undefined : await landmarksFrom(options.landmarks, options.landmarkOrigin ?? 'one-based');
+  const landmarks = source?.landmarks;
+  if (source !== undefined) {
+    const withoutLandmarks = images.filter((ref) => !source.landmarks.has(ref.id));
     if (withoutLandmarks.length > 0) {
-      const listed = withoutLandmarks.slice(0, 10).map((ref) => ref.id).join(', ');
+      const listed = withoutLandmarks
+        .slice(0, 10)
+        .map((ref) => `  ${ref.id}${source.whyMissing.has(ref.id) ? `: ${source.whyMissing.get(ref.id) ?? ''}` : ''}`)
+        .join('\n');
       throw new Error(
-        `${withoutLandmarks.length} image(s) used by ${options.pairs} have no landmarks in ${options.landmarks}: ${listed}` +
-          (withoutLandmarks.length > 10 ? ', …' : ''),
+        `${withoutLandmarks.length} image(s) used by ${options.pairs} have no landmarks in ${options.landmarks}:\n${listed}` +
+          (withoutLandmarks.length > 10 ? '\n  …' : ''),
       );
     }
+    await assertImagesUnchanged(images, source.digests, options.landmarks);
   }
   const mtcnn = resolveMtcnnOptions(options.mtcnn);
   const nets = detect ? await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' }) : undefined;

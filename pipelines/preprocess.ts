@@ -5,11 +5,12 @@
  * (JSON Lines, see `lib/detectionsFile.ts`) that later runs reuse instead of detecting again.
  */
 import { createWriteStream } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, readFile, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import sharp from 'sharp';
-import { concatMap, from, lastValueFrom, toArray } from 'rxjs';
+import { concatMap, from, lastValueFrom, tap, toArray } from 'rxjs';
 import { formatEntry, formatHeader, sha256Hex, type DetectedFace, type DetectionsEntry } from '../lib/detectionsFile.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
 import { log } from '../lib/log.ts';
@@ -20,11 +21,13 @@ import { detectFaces, type FaceImage, type FacePolicy, type NoFacePolicy } from 
 import { flowControl } from '../operators/flowControl.ts';
 import { progress } from '../operators/progress.ts';
 import { readImages } from '../operators/readImages.ts';
-import { isRejected, type AlignedFace, type ImageRef, type Maybe, type Rejected } from '../operators/records.ts';
+import { isRejected, reject, type AlignedFace, type ImageRef, type Maybe, type Rejected } from '../operators/records.ts';
 import { similarityAlign } from '../operators/similarityAlign.ts';
 
 export interface PreprocessOptions {
   readonly images: readonly ImageRef[];
+  /** Folders the images come from; the output folder must lie outside them. */
+  readonly imageRoots?: readonly string[];
   /** Folder for the PNG crops; each crop goes to `<out>/<image id without extension>.png`. */
   readonly out: string;
   /** Detections file to write; default `<out>/detections.jsonl`. */
@@ -61,7 +64,35 @@ export interface PreprocessSummary {
 export function cropPath(out: string, faceId: string): string {
   const match = /^(.*?)(?:#(\d+))?$/.exec(faceId) as RegExpExecArray;
   const base = (match[1] as string).replace(/\.[^./]+$/, '');
-  return path.join(out, `${base}${match[2] === undefined ? '' : `_${match[2]}`}.png`);
+  const file = path.resolve(out, `${base}${match[2] === undefined ? '' : `_${match[2]}`}.png`);
+  const relative = path.relative(path.resolve(out), file);
+  if (relative.startsWith('..') || path.isAbsolute(relative)) {
+    throw new Error(`the crop of "${faceId}" would be written to ${file}, outside the output folder ${path.resolve(out)}`);
+  }
+  return file;
+}
+
+/**
+ * Throws unless the output folder and the detections file can be written, before any image
+ * is processed: the output must not be a file, and must neither be nor contain nor lie inside
+ * an images folder, because crops would then overwrite or mix with the photos.
+ */
+export async function checkOutputs(out: string, detectionsFile: string, imageRoots: readonly string[]): Promise<void> {
+  const absoluteOut = path.resolve(out);
+  for (const root of imageRoots.map((r) => path.resolve(r))) {
+    const inside = (a: string, b: string): boolean => a === b || a.startsWith(`${b}${path.sep}`);
+    if (inside(absoluteOut, root) || inside(root, absoluteOut)) {
+      throw new Error(`output folder ${absoluteOut} overlaps the images folder ${root}; choose an output folder outside it, so that crops cannot overwrite photos`);
+    }
+  }
+  const outStat = await stat(absoluteOut).catch(() => undefined);
+  if (outStat !== undefined && !outStat.isDirectory()) throw new Error(`output folder ${absoluteOut} is a file; expected a folder (it is created if missing)`);
+  await mkdir(absoluteOut, { recursive: true });
+
+  const detectionsStat = await stat(detectionsFile).catch(() => undefined);
+  if (detectionsStat?.isDirectory()) throw new Error(`detections file ${detectionsFile} is a directory; expected a file name such as ${path.join(detectionsFile, 'detections.jsonl')}`);
+  await mkdir(path.dirname(detectionsFile), { recursive: true });
+  await access(path.dirname(detectionsFile), constants.W_OK);
 }
 
 /** Strips the face number from a record id (`Name_0001.jpg#2` → `Name_0001.jpg`). */
@@ -81,26 +112,31 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
   log.info({ backend: backend.name, threads: backend.threads }, 'tensor backend selected');
 
   const mtcnn = resolveMtcnnOptions(options.mtcnn);
-  const nets = await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' });
   const detectionsFile = path.resolve(options.detections ?? path.join(options.out, 'detections.jsonl'));
-  await mkdir(path.dirname(detectionsFile), { recursive: true });
-  const writer = createWriteStream(detectionsFile);
+  await checkOutputs(options.out, detectionsFile, options.imageRoots ?? []);
+  const nets = await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' });
+
+  // The file gets its name only when the run has finished, so an interrupted or failed run
+  // never leaves a detections file that looks complete.
+  const partialFile = `${detectionsFile}.partial`;
+  const writer = createWriteStream(partialFile);
+  let writeError: Error | undefined;
+  writer.on('error', (error) => {
+    writeError ??= error;
+  });
   writer.write(`${formatHeader({ name: 'mtcnn', ...mtcnn, policy: options.policy ?? 'center', onNoFace: options.onNoFace ?? 'reject' })}\n`);
 
   const byId = new Map(options.images.map((ref) => [ref.id, ref]));
-  const hashes = new Map<string, string>();
-  const hashOf = async (ref: ImageRef): Promise<string> => {
-    const known = hashes.get(ref.id);
-    if (known !== undefined) return known;
-    const digest = await readFile(ref.path).then(sha256Hex, () => '0'.repeat(64));
-    hashes.set(ref.id, digest);
-    return digest;
-  };
+  // Digest of each image file; undefined when the file cannot be read.
+  const hashOf = (ref: ImageRef): Promise<string | undefined> => readFile(ref.path).then(sha256Hex, () => undefined);
+  // Sizes of decoded images, for the entries of images without a face.
+  const sizes = new Map<string, { width: number; height: number }>();
 
   // Faces of one image arrive one after another; an entry is written when the next image starts.
   let pending: { entry: DetectionsEntry; faces: DetectedFace[] } | undefined;
   const flush = (): void => {
     if (pending === undefined) return;
+    if (writeError !== undefined) throw new Error(`cannot write ${partialFile}: ${writeError.message}`);
     writer.write(`${formatEntry({ ...pending.entry, faces: pending.faces })}\n`);
     pending = undefined;
   };
@@ -109,15 +145,19 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
   let crops = 0;
   let substituted = 0;
   const rejected: Rejected[] = [];
-  const flow = flowControl(64);
+  // Decoded images wait here for the detector, which is far slower than decoding; a small
+  // window keeps few of them in memory (a 12-megapixel photo is 36 MB of RGB).
+  const flow = flowControl(4);
+  const cropOwners = new Map<string, string>();
 
   const record = async (face: Maybe<FaceImage>): Promise<Maybe<FaceImage>> => {
     const imageId = isRejected(face) ? imageIdOf(face.id) : face.imageId;
-    const sha256 = await hashOf(byId.get(imageId) ?? { id: imageId, path: face.path });
     if (pending?.entry.id !== imageId) {
       flush();
-      const size = isRejected(face) ? {} : { width: face.width, height: face.height };
-      pending = { entry: { id: imageId, sha256, ...size, faces: [] }, faces: [] };
+      const sha256 = await hashOf(byId.get(imageId) ?? { id: imageId, path: face.path });
+      const size = sizes.get(imageId) ?? {};
+      sizes.delete(imageId);
+      pending = { entry: { id: imageId, ...(sha256 === undefined ? {} : { sha256 }), ...size, faces: [] }, faces: [] };
       if (!isRejected(face) && face.substituted) substituted++;
       if (!isRejected(face) && !face.substituted) withFace++;
     }
@@ -138,6 +178,15 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
       return face;
     }
     const file = cropPath(options.out, face.id);
+    // Names differing only in extension or case (a.jpg, a.png, A.JPG) map to one crop file.
+    const key = file.toLowerCase();
+    const owner = cropOwners.get(key);
+    if (owner !== undefined) {
+      const clash = reject(face, 'preprocess', `its crop ${file} would overwrite the crop of ${owner}; rename one of the two images`);
+      rejected.push(clash);
+      return clash;
+    }
+    cropOwners.set(key, face.id);
     await mkdir(path.dirname(file), { recursive: true });
     await sharp(face.rgb, { raw: { width: face.width, height: face.height, channels: 3 } }).png().toFile(file);
     crops++;
@@ -151,6 +200,9 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
     const decoded = from(options.images).pipe(
       flow.admit(),
       readImages(options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels }),
+      tap((image) => {
+        if (!isRejected(image)) sizes.set(image.id, { width: image.width, height: image.height });
+      }),
       progress({ total: options.images.length, unit: 'images', ...(options.progressBar === undefined ? {} : { bar: options.progressBar }) }),
     );
     await lastValueFrom(
@@ -164,12 +216,18 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
       ),
     );
     flush();
+    writer.end();
+    await finished(writer);
+    if (writeError !== undefined) throw new Error(`cannot write ${partialFile}: ${(writeError as Error).message}`);
+    await rename(partialFile, detectionsFile);
     // Logged only now, because log lines written while a progress bar is drawn garble it.
     for (const record of rejected) log.warn({ id: record.id, stage: record.stage, reason: record.reason }, 'image rejected');
   } finally {
     nets.dispose();
-    writer.end();
-    await finished(writer);
+    if (!writer.writableFinished) {
+      writer.end();
+      await finished(writer).catch(() => undefined);
+    }
   }
 
   return {

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 
 import { readLandmarks } from '../datasets/lfw.ts';
 import { applyAffine, SPHEREFACE_OUTPUT_SIZE } from '../lib/cp2tform.ts';
-import { lfwPaths } from '../lib/paths.ts';
+import { lfwPaths, modelsRoot } from '../lib/paths.ts';
 import { initBackend } from '../model/backend.ts';
 import { loadMtcnn } from '../model/mtcnn.ts';
 import { detect } from '../model/mtcnnDetect.ts';
@@ -24,7 +24,7 @@ import { decodeImage } from '../operators/readImages.ts';
 import { isRejected, reject, type DecodedImage, type Maybe, type Point } from '../operators/records.ts';
 import { alignFace } from '../operators/similarityAlign.ts';
 
-const MODEL_DIR = path.join(process.env['SPHEREFACE_MODELS'] ?? path.resolve('../shared/models'), 'mtcnn');
+const MODEL_DIR = path.join(modelsRoot(), 'mtcnn');
 const LFW = lfwPaths();
 
 /** The first eight LFW images of `lfw_landmark.txt` that the data folder holds, one face each. */

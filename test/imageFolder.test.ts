@@ -45,3 +45,17 @@ t.test('list file errors name file and line', async (t) => {
   await t.rejects(readImageList(path.join(dir, 'twice.txt')), /twice\.txt:2: "a\.jpg" is listed twice \(first on line 1\)/);
   await t.rejects(readImageList(path.join(dir, 'blank.txt')), /lists no images/);
 });
+
+t.test('list paths outside the root are an error', async (t) => {
+  const dir = t.testdir({ 'list.txt': '../elsewhere/a.jpg\n' });
+  await t.rejects(readImageList(path.join(dir, 'list.txt')), /list\.txt:1: "\.\.\/elsewhere\/a\.jpg" lies outside the list's root/);
+});
+
+t.test('list ids are normalised, so ./ duplicates are caught', async (t) => {
+  const dir = t.testdir({ 'list.txt': 'P/./a.jpg\nP/a.jpg\n' });
+  await t.rejects(readImageList(path.join(dir, 'list.txt')), /"P\/a\.jpg" is listed twice/);
+});
+
+t.test('missing images folder is named', async (t) => {
+  await t.rejects(readImageFolder('/nonexistent/photos'), /images folder not found: \/nonexistent\/photos/);
+});

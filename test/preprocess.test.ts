@@ -88,3 +88,54 @@ t.test('eval from a detections file equals eval with inline detection', async (t
   t.match(table(fromFile.stdout), /\|\s+THR \|/);
   t.equal(table(fromFile.stdout), table(inline.stdout), 'same thresholds and accuracies');
 });
+
+t.test('preprocess refuses outputs that could overwrite photos', async (t) => {
+  const dir = t.testdir({ photos: { P: {} }, 'a-file': 'x' });
+  const root = path.join(dir, 'photos');
+  await copyFile(path.join(lfw.images, FACES[0] as string), path.join(root, 'P', 'a.jpg'));
+
+  const same = run(process.execPath, [cli, 'preprocess', '--root', root, '--out', root, '--no-progress'], { env: process.env });
+  await t.rejects(same, { code: 1 });
+  t.match(await same.catch((e: { stderr: string }) => e.stderr), /overlaps the images folder/);
+  t.same((await sharp(path.join(root, 'P', 'a.jpg')).metadata()).width, 250, 'the photo is untouched');
+
+  const onFile = run(process.execPath, [cli, 'preprocess', '--root', root, '--out', path.join(dir, 'a-file'), '--no-progress'], { env: process.env });
+  t.match(await onFile.catch((e: { stderr: string }) => e.stderr), /is a file; expected a folder/);
+
+  const detectionsDir = run(process.execPath, [cli, 'preprocess', '--root', root, '--out', path.join(dir, 'o'), '--detections', dir, '--no-progress'], { env: process.env });
+  t.match(await detectionsDir.catch((e: { stderr: string }) => e.stderr), /detections file .* is a directory/);
+});
+
+t.test('preprocess rejects a crop name that would overwrite another', async (t) => {
+  const dir = t.testdir({ photos: { P: {} } });
+  const root = path.join(dir, 'photos');
+  await copyFile(path.join(lfw.images, FACES[0] as string), path.join(root, 'P', 'a.jpg'));
+  await sharp(path.join(lfw.images, FACES[1] as string)).png().toFile(path.join(root, 'P', 'a.png'));
+  const out = path.join(dir, 'aligned');
+  const { stdout } = await run(process.execPath, [cli, 'preprocess', '--root', root, '--out', out, '--no-progress'], { env: process.env });
+  t.match(stdout, /2 images: 2 with a face, 1 crops written, 0 centred crops substituted, 1 rejected/);
+  t.match(stdout, /would overwrite the crop of P\/a\.jpg/);
+});
+
+t.test('eval rejects images changed since detection', async (t) => {
+  const dir = t.testdir({});
+  const lines = (await readFile(lfw.pairs, 'utf8')).split(/\r?\n/).slice(1);
+  const kept: string[] = [];
+  for (let fold = 0; fold < 10; fold++) kept.push(lines[fold * 600] as string, lines[fold * 600 + 300] as string);
+  const pairs = path.join(dir, 'pairs.txt');
+  await writeFile(pairs, `10\t1\n${kept.join('\n')}\n`);
+  // A detections file whose entries carry landmarks from lfw_landmark.txt but a wrong digest.
+  const landmarkLines = (await readFile(lfw.landmarks, 'utf8')).split(/\r?\n/);
+  const entries = landmarkLines
+    .map((line) => line.split('\t'))
+    .filter((f) => f.length === 11)
+    .map((f) => {
+      const v = f.slice(1).map(Number);
+      const landmarks = [0, 1, 2, 3, 4].map((k) => [v[2 * k], v[2 * k + 1]]);
+      return JSON.stringify({ id: f[0], sha256: 'f'.repeat(64), width: 250, height: 250, faces: [{ box: [1, 1, 250, 250], score: 1, landmarks }] });
+    });
+  const detections = path.join(dir, 'detections.jsonl');
+  await writeFile(detections, `{"format":"sphereface-detections","version":1,"detector":{}}\n${entries.join('\n')}\n`);
+  const result = run(process.execPath, [cli, 'eval', '--model', `mobilefacenet:${mobileFaceNetCheckpoint()}`, '--pairs', pairs, '--landmarks', detections], { env: process.env });
+  t.match(await result.catch((e: { stderr: string }) => e.stderr), /changed since .*detections\.jsonl was written \(SHA-256 differs\)/);
+});
