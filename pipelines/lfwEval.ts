@@ -3,24 +3,33 @@
  * the pairs use once, aligns it onto the SphereFace template, extracts features of the face and
  * its mirror, and runs the 10-fold protocol.
  */
+import { readFile } from 'node:fs/promises';
 import { from, lastValueFrom, map, toArray, type OperatorFunction } from 'rxjs';
 import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
-import { readFile } from 'node:fs/promises';
-import { faceLandmarks, readDetectionsFile, sha256Hex } from '../lib/detectionsFile.ts';
-import { loadMtcnn } from '../model/mtcnn.ts';
-import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
-import { centerFaceIndex, detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
+import { faceLandmarks, readDetectionsFile, sha256Hex } from '../lib/detectionsFile.ts';
 import { log } from '../lib/log.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
+import { loadMtcnn } from '../model/mtcnn.ts';
+import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
 import { loadEmbeddingModel } from '../model/registry.ts';
 import { batch } from '../operators/batch.ts';
+import { centerFaceIndex, detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
 import { extractFeatures, type ExtractTimings } from '../operators/extractFeatures.ts';
 import { flowControl } from '../operators/flowControl.ts';
 import { verifyFolds, type VerificationReport } from '../operators/kFoldVerify.ts';
 import { progress } from '../operators/progress.ts';
 import { readImages } from '../operators/readImages.ts';
-import { isRejected, type DecodedImage, type Feature, type ImageRef, type LandmarkedImage, type Landmarks, type Maybe, type Rejected } from '../operators/records.ts';
+import {
+  isRejected,
+  type DecodedImage,
+  type Feature,
+  type ImageRef,
+  type LandmarkedImage,
+  type Landmarks,
+  type Maybe,
+  type Rejected,
+} from '../operators/records.ts';
 import { similarityAlign } from '../operators/similarityAlign.ts';
 
 export interface LfwEvalOptions {
