@@ -161,6 +161,27 @@ async function assertImagesUnchanged(images: readonly ImageRef[], digests: Reado
   }
 }
 
+/**
+ * Reads the landmarks of every image the pairs use from the file that `options.landmarks`
+ * names, and throws, listing the images, when some have none or changed since detection.
+ */
+async function landmarksForImages(options: LfwEvalOptions, images: readonly ImageRef[]): Promise<Map<string, Landmarks>> {
+  const source = await landmarksFrom(options.landmarks, options.landmarkOrigin ?? 'one-based');
+  const withoutLandmarks = images.filter((ref) => !source.landmarks.has(ref.id));
+  if (withoutLandmarks.length > 0) {
+    const listed = withoutLandmarks
+      .slice(0, 10)
+      .map((ref) => `  ${ref.id}${source.whyMissing.has(ref.id) ? `: ${source.whyMissing.get(ref.id) ?? ''}` : ''}`)
+      .join('\n');
+    throw new Error(
+      `${withoutLandmarks.length} image(s) used by ${options.pairs} have no landmarks in ${options.landmarks}:\n${listed}` +
+        (withoutLandmarks.length > 10 ? '\n  …' : ''),
+    );
+  }
+  await assertImagesUnchanged(images, source.digests, options.landmarks);
+  return source.landmarks;
+}
+
 export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult> {
   const started = performance.now();
   const batchSize = options.batchSize ?? 32;
@@ -182,22 +203,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   log.info({ pairs: pairs.pairs.length, folds: pairs.folds, images: images.length, file: pairs.file }, 'pairs read');
 
   const detect = options.landmarks === DETECTED;
-  const source = detect ? undefined : await landmarksFrom(options.landmarks, options.landmarkOrigin ?? 'one-based');
-  const landmarks = source?.landmarks;
-  if (source !== undefined) {
-    const withoutLandmarks = images.filter((ref) => !source.landmarks.has(ref.id));
-    if (withoutLandmarks.length > 0) {
-      const listed = withoutLandmarks
-        .slice(0, 10)
-        .map((ref) => `  ${ref.id}${source.whyMissing.has(ref.id) ? `: ${source.whyMissing.get(ref.id) ?? ''}` : ''}`)
-        .join('\n');
-      throw new Error(
-        `${withoutLandmarks.length} image(s) used by ${options.pairs} have no landmarks in ${options.landmarks}:\n${listed}` +
-          (withoutLandmarks.length > 10 ? '\n  …' : ''),
-      );
-    }
-    await assertImagesUnchanged(images, source.digests, options.landmarks);
-  }
+  const landmarks = detect ? undefined : await landmarksForImages(options, images);
   const mtcnn = resolveMtcnnOptions(options.mtcnn);
   const nets = detect ? await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' }) : undefined;
 
