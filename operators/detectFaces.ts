@@ -9,6 +9,7 @@ import {
   assertNetworksFor,
   detect,
   resolveMtcnnOptions,
+  type Box,
   type Detection,
   type MtcnnNetworks,
   type MtcnnOptions,
@@ -77,7 +78,10 @@ interface FaceFields {
 /** A face that MTCNN found: its landmarks are the detection's landmarks. */
 export interface DetectedFaceImage extends LandmarkedImage, FaceFields {
   readonly substituted: false;
+  /** MTCNN's output; its box may reach past the image edges, as the reference code leaves it. */
   readonly detection: Detection;
+  /** The detection's box clamped to the image, 1-based and inclusive: [1, width] × [1, height]. */
+  readonly box: Box;
 }
 
 /** An image without a face under `onNoFace: 'center-crop'`, with substitute landmarks. */
@@ -181,6 +185,7 @@ async function facesOf(nets: MtcnnNetworks, image: DecodedImage, settings: Detec
     landmarks: detection.landmarks,
     substituted: false,
     detection,
+    box: clampBox(detection.box, width, height),
   });
 
   if (settings.policy === 'center') {
@@ -188,6 +193,12 @@ async function facesOf(nets: MtcnnNetworks, image: DecodedImage, settings: Detec
     return [record(detections[index]!, index, image.id)];
   }
   return detections.map((detection, index) => record(detection, index, `${image.id}#${index + 1}`));
+}
+
+/** Clamps a 1-based inclusive box to the pixels of a width × height image. */
+export function clampBox([x1, y1, x2, y2]: Box, width: number, height: number): Box {
+  const clamp = (value: number, max: number): number => Math.min(Math.max(value, 1), max);
+  return [clamp(x1, width), clamp(y1, height), clamp(x2, width), clamp(y2, height)];
 }
 
 /**

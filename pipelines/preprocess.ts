@@ -102,8 +102,8 @@ function imageIdOf(faceId: string): string {
 
 function toDetectedFace(face: FaceImage): DetectedFace | undefined {
   if (face.substituted) return undefined;
-  const { box, score, landmarks } = face.detection;
-  return { box: [...box], score, landmarks: landmarks.points.map(([x, y]) => [x, y]) as unknown as DetectedFace['landmarks'] };
+  const { score, landmarks } = face.detection;
+  return { box: [...face.box], score, landmarks: landmarks.points.map(([x, y]) => [x, y]) as unknown as DetectedFace['landmarks'] };
 }
 
 export async function runPreprocess(options: PreprocessOptions): Promise<PreprocessSummary> {

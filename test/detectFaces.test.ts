@@ -241,7 +241,9 @@ t.test('a face cut by the image edge', async (t) => {
   const full = detected(t, (await run([await lfwImage(LFW_IDS[0]!)]))[0]);
 
   const face = detected(t, (await run([cut]))[0]);
-  t.ok(face.detection.box[0] < 1, `box reaches past the left edge (x1 = ${face.detection.box[0].toFixed(1)})`);
+  t.ok(face.detection.box[0] < 1, `MTCNN's box reaches past the left edge (x1 = ${face.detection.box[0].toFixed(1)})`);
+  t.equal(face.box[0], 1, 'the record box is clamped to the first column');
+  t.same(face.box.slice(1), face.detection.box.slice(1).map((v, i) => Math.min(Math.max(v, 1), i % 2 === 0 ? 250 : 150)), 'other sides clamped to the image');
   for (const [x, y] of face.landmarks.points) t.ok(x > 0 && x < 151 && y > 0 && y < 251, 'landmark inside the image');
   const rightEye = face.landmarks.points[1];
   const fullRightEye = full.landmarks.points[1];
