@@ -1,31 +1,15 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { lfwPaths, mobileFaceNetCheckpoint } from '../lib/paths.ts';
+import { writeSmallPairsFile } from './helpers/smallPairs.ts';
 
 const run = promisify(execFile);
 const lfw = lfwPaths();
 const checkpoint = mobileFaceNetCheckpoint();
 const cli = path.resolve('bin/sphereface.js');
-
-/**
- * A small View 2 file made of real pairs: the first `perHalf` same and different pairs of
- * every fold of `pairs.txt`, so the folds keep their structure.
- */
-async function smallPairsFile(dir: string, perHalf: number): Promise<string> {
-  const lines = (await readFile(lfw.pairs, 'utf8')).split(/\r?\n/).filter((l) => l.trim() !== '');
-  const body = lines.slice(1);
-  const kept: string[] = [];
-  for (let fold = 0; fold < 10; fold++) {
-    const start = fold * 600;
-    kept.push(...body.slice(start, start + perHalf), ...body.slice(start + 300, start + 300 + perHalf));
-  }
-  const file = path.join(dir, 'pairs-small.txt');
-  await writeFile(file, `10\t${perHalf}\n${kept.join('\n')}\n`);
-  return file;
-}
 
 /**
  * Thresholds per fold for the first 3 same and 3 different pairs of every fold, with the
@@ -39,7 +23,7 @@ const SMALL_RUN_THRESHOLDS = [0.225, 0.22105, 0.2264, 0.22955, 0.21575, 0.2255, 
 
 t.test('sphereface eval prints the fold table and writes the report', async (t) => {
   const dir = t.testdir({});
-  const pairs = await smallPairsFile(dir, 3);
+  const { file: pairs } = await writeSmallPairsFile(dir, 3);
   const report = path.join(dir, 'report.json');
 
   const { stdout, stderr } = await run(

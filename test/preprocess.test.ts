@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { readDetectionsFile } from '../lib/detectionsFile.ts';
 import { lfwPaths, mobileFaceNetCheckpoint } from '../lib/paths.ts';
+import { writeSmallPairsFile } from './helpers/smallPairs.ts';
 
 const run = promisify(execFile);
 const lfw = lfwPaths();
@@ -62,11 +63,7 @@ t.test('preprocess writes PNG crops, a detections file and counts rejections', a
 
 t.test('eval from a detections file equals eval with inline detection', async (t) => {
   const dir = t.testdir({});
-  const lines = (await readFile(lfw.pairs, 'utf8')).split(/\r?\n/).slice(1);
-  const kept: string[] = [];
-  for (let fold = 0; fold < 10; fold++) kept.push(lines[fold * 600] as string, lines[fold * 600 + 300] as string);
-  const pairs = path.join(dir, 'pairs.txt');
-  await writeFile(pairs, `10\t1\n${kept.join('\n')}\n`);
+  const { file: pairs, lines: kept } = await writeSmallPairsFile(dir, 1);
 
   // The images these pairs use, as a list file for preprocess.
   const ids = new Set<string>();
@@ -119,11 +116,7 @@ t.test('preprocess rejects a crop name that would overwrite another', async (t) 
 
 t.test('eval rejects images changed since detection', async (t) => {
   const dir = t.testdir({});
-  const lines = (await readFile(lfw.pairs, 'utf8')).split(/\r?\n/).slice(1);
-  const kept: string[] = [];
-  for (let fold = 0; fold < 10; fold++) kept.push(lines[fold * 600] as string, lines[fold * 600 + 300] as string);
-  const pairs = path.join(dir, 'pairs.txt');
-  await writeFile(pairs, `10\t1\n${kept.join('\n')}\n`);
+  const { file: pairs } = await writeSmallPairsFile(dir, 1);
   // A detections file whose entries carry landmarks from lfw_landmark.txt but a wrong digest.
   const landmarkLines = (await readFile(lfw.landmarks, 'utf8')).split(/\r?\n/);
   const entries = landmarkLines
