@@ -7,7 +7,6 @@
  * stored losslessly, with flip concatenation and the SphereFace protocol: mean 99.17 %.
  */
 import t from 'tap';
-import path from 'node:path';
 import { lfwPaths, mobileFaceNetCheckpoint } from '../../lib/paths.ts';
 import { runLfwEval } from '../../pipelines/lfwEval.ts';
 
