@@ -66,9 +66,11 @@ program
   .option('--batch-size <n>', 'faces per forward pass; the mirrors double it', positiveInteger, 32)
   .option('--max-pixels <n>', 'reject images with more pixels than this before decoding them', positiveInteger, 50_000_000)
   .addOption(new Option('--backend <name>', 'force a tensor backend instead of the fastest that loads').choices([...BACKEND_NAMES]))
+  .option('--cache <dir>', 'artifact cache folder: reuse the features of images, landmarks and model that are unchanged')
   .option('--no-progress', 'log progress lines instead of drawing a bar, even on a terminal')
   .action(async (options: {
     dataset: string;
+    cache?: string;
     model: string;
     data?: string;
     root?: string;
@@ -97,6 +99,7 @@ program
       model: options.model,
       batchSize: options.batchSize,
       maxPixels: options.maxPixels,
+      ...(options.cache === undefined ? {} : { cacheDir: path.resolve(options.cache) }),
       ...(options.backend === undefined ? {} : { backend: parseBackendName(options.backend) }),
       ...(options.progress ? {} : { progressBar: false }),
     });

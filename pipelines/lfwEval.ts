@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { from, lastValueFrom, map, toArray, type OperatorFunction } from 'rxjs';
 import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
+import { ArtifactCache, hashFile, sha256Hex as sha256OfText } from '../lib/artifactCache.ts';
 import { faceLandmarks, readDetectionsFile, sha256Hex } from '../lib/detectionsFile.ts';
 import { log } from '../lib/log.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
@@ -14,6 +15,7 @@ import { loadMtcnn } from '../model/mtcnn.ts';
 import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
 import { loadEmbeddingModel } from '../model/registry.ts';
 import { batch } from '../operators/batch.ts';
+import { cached } from '../operators/cached.ts';
 import { centerFaceIndex, detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
 import { extractFeatures, type ExtractTimings } from '../operators/extractFeatures.ts';
 import { flowControl } from '../operators/flowControl.ts';
@@ -65,6 +67,11 @@ export interface LfwEvalOptions {
   readonly decodeConcurrency?: number;
   /** Draw a progress bar (default: when stderr is a TTY). */
   readonly progressBar?: boolean;
+  /**
+   * Artifact cache folder. Features are stored per image, keyed by the image's bytes, its
+   * landmarks, the model file and the alignment settings, so a rerun computes only what changed.
+   */
+  readonly cacheDir?: string;
 }
 
 export interface LfwEvalResult {
@@ -144,6 +151,12 @@ async function landmarksFrom(file: string, origin: Landmarks['origin']): Promise
   return source;
 }
 
+/** Returns the SHA-256 of the model file a `NAME:PATH` spec names, or the spec itself when PATH is no file. */
+async function modelDigest(spec: string): Promise<string> {
+  const file = spec.slice(spec.indexOf(':') + 1);
+  return hashFile(file).catch(() => spec);
+}
+
 /** Throws if an image's bytes differ from the digest recorded at detection time. */
 async function assertImagesUnchanged(images: readonly ImageRef[], digests: ReadonlyMap<string, string>, file: string): Promise<void> {
   const changed: string[] = [];
@@ -220,14 +233,41 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
       ? map((image) => (isRejected(image) ? image : { ...image, landmarks: landmarks?.get(image.id) as Landmarks }))
       : detectFaces(nets, { ...mtcnn, policy: 'center', onNoFace: options.onNoFace ?? 'reject' });
 
-  const features$ = from(images).pipe(
-    flow.admit(),
-    readImages({ concurrency: options.decodeConcurrency ?? 2, ...(options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels }) }),
-    attachLandmarks,
-    similarityAlign({ template: SPHEREFACE_TEMPLATE, outputSize: SPHEREFACE_OUTPUT_SIZE }),
-    batch(batchSize),
-    extractFeatures(model, { timings }),
-  );
+  const computeFeatures: OperatorFunction<Maybe<ImageRef>, Maybe<Feature>> = (refs) =>
+    refs.pipe(
+      readImages({ concurrency: options.decodeConcurrency ?? 2, ...(options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels }) }),
+      attachLandmarks,
+      similarityAlign({ template: SPHEREFACE_TEMPLATE, outputSize: SPHEREFACE_OUTPUT_SIZE }),
+      batch(batchSize),
+      extractFeatures(model, { timings }),
+    );
+
+  const cache = options.cacheDir === undefined ? undefined : ArtifactCache.open(options.cacheDir);
+  const cachedFeatures =
+    cache === undefined
+      ? undefined
+      : cached<ImageRef, Feature>(
+          cache,
+          {
+            stage: 'lfw-eval-features',
+            version: 1,
+            params: {
+              model: model.name,
+              modelFile: await modelDigest(options.model),
+              template: SPHEREFACE_TEMPLATE,
+              outputSize: SPHEREFACE_OUTPUT_SIZE,
+              feature: 'image ++ mirror',
+              landmarks: detect ? { source: 'mtcnn', ...mtcnn, onNoFace: options.onNoFace ?? 'reject' } : { source: 'file', origin: options.landmarkOrigin ?? 'one-based' },
+            },
+            // The landmarks of a file are part of the input: a changed landmark line recomputes that image.
+            inputHash: async (ref) => sha256OfText(`${await hashFile(ref.path)}:${JSON.stringify(landmarks?.get(ref.id) ?? null)}`),
+            encode: (feature) => new Uint8Array(feature.vector.buffer, feature.vector.byteOffset, feature.vector.byteLength),
+            decode: (bytes, ref) => ({ id: ref.id, path: ref.path, vector: new Float32Array(bytes.slice().buffer) }),
+          },
+          computeFeatures,
+        );
+
+  const features$ = from(images).pipe(flow.admit(), cachedFeatures ?? computeFeatures);
   let results: Array<Maybe<Feature>>;
   try {
     results = await lastValueFrom(
@@ -240,7 +280,9 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   } finally {
     model.dispose();
     nets?.dispose();
+    cache?.close();
   }
+  if (cachedFeatures !== undefined) log.info({ ...cachedFeatures.counters, cache: options.cacheDir }, 'feature cache');
   const pipelineSeconds = (performance.now() - pipelineStarted) / 1000;
 
   // Logged only now, because log lines written while a progress bar is drawn garble it.
@@ -278,7 +320,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
       pipelineSeconds,
       forwardSeconds: timings.seconds,
       imagesPerSecond: images.length / pipelineSeconds,
-      forwardImagesPerSecond: timings.images / timings.seconds,
+      forwardImagesPerSecond: timings.seconds > 0 ? timings.images / timings.seconds : 0,
     },
   };
 }

@@ -80,3 +80,24 @@ t.test('sphereface eval rejects an unknown model name', async (t) => {
   const stderr = await result.catch((error: { stderr: string }) => error.stderr);
   t.match(stderr, /unknown model "resnet"/);
 });
+
+t.test('sphereface eval reuses cached features', async (t) => {
+  const dir = t.testdir({});
+  const { file: pairs } = await writeSmallPairsFile(dir, 1);
+  const cache = path.join(dir, 'cache');
+  const args = [cli, 'eval', '--model', `mobilefacenet:${checkpoint}`, '--pairs', pairs, '--cache', cache, '--no-progress'];
+  const env = { ...process.env, SPHEREFACE_LOG_FORMAT: 'json' };
+
+  const first = await run(process.execPath, args, { env });
+  const second = await run(process.execPath, args, { env });
+  const counters = (stderr: string): { hits: number; misses: number; stored: number } =>
+    JSON.parse(stderr.split('\n').find((line) => line.includes('"feature cache"')) ?? '{}') as { hits: number; misses: number; stored: number };
+
+  const images = counters(first.stderr).misses;
+  t.ok(images > 0, `first run computes every image (${images})`);
+  t.equal(counters(first.stderr).stored, images, 'and stores each feature');
+  t.equal(counters(second.stderr).hits, images, 'second run reads every feature from the cache');
+  t.equal(counters(second.stderr).misses, 0, 'and computes none');
+  const table = (stdout: string): string => stdout.split('\n').filter((line) => line.startsWith('|')).join('\n');
+  t.equal(table(second.stdout), table(first.stdout), 'same table from cached features');
+});
