@@ -5,7 +5,7 @@
  * detector settings; each further line is one image:
  *
  *     {"format":"sphereface-detections","version":1,"detector":{...}}
- *     {"id":"Aaron_Eckhart/Aaron_Eckhart_0001.jpg","sha256":"…","width":250,"height":250,
+ *     {"id":"Aaron_Eckhart/Aaron_Eckhart_0001.jpg","path":"/data/lfw/Aaron_Eckhart/…","sha256":"…","width":250,"height":250,
  *      "faces":[{"box":[x1,y1,x2,y2],"score":0.99,"landmarks":[[x,y],…5]}],"substituted":false}
  *     {"id":"…","sha256":"…","width":…,"height":…,"faces":[],"rejected":"no face found"}
  *
@@ -43,6 +43,8 @@ const HeaderSchema = Schema.Struct({
 
 const EntrySchema = Schema.Struct({
   id: Schema.String.pipe(Schema.minLength(1)),
+  // The image file as preprocess read it; `id` is its path relative to the images folder.
+  path: Schema.optional(Schema.String),
   // Absent when the image file could not be read.
   sha256: Schema.optional(Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/))),
   // Absent when the image could not be decoded.

@@ -154,10 +154,11 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
     const imageId = isRejected(face) ? imageIdOf(face.id) : face.imageId;
     if (pending?.entry.id !== imageId) {
       flush();
-      const sha256 = await hashOf(byId.get(imageId) ?? { id: imageId, path: face.path });
+      const ref = byId.get(imageId) ?? { id: imageId, path: face.path };
+      const sha256 = await hashOf(ref);
       const size = sizes.get(imageId) ?? {};
       sizes.delete(imageId);
-      pending = { entry: { id: imageId, ...(sha256 === undefined ? {} : { sha256 }), ...size, faces: [] }, faces: [] };
+      pending = { entry: { id: imageId, path: ref.path, ...(sha256 === undefined ? {} : { sha256 }), ...size, faces: [] }, faces: [] };
       if (!isRejected(face) && face.substituted) substituted++;
       if (!isRejected(face) && !face.substituted) withFace++;
     }

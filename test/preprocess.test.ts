@@ -47,6 +47,7 @@ t.test('preprocess writes PNG crops, a detections file and counts rejections', a
   const aaron = detections.entries.get(FACES[0] as string);
   t.equal(aaron?.faces.length, 1);
   t.match(aaron?.sha256 ?? '', /^[0-9a-f]{64}$/);
+  t.equal(aaron?.path, path.join(root, FACES[0] as string), 'entry names the image file');
   t.equal(detections.entries.get('Nobody/blank.jpg')?.rejected, 'no face found');
   t.ok(detections.entries.get('Broken/cut.jpg')?.rejected, 'undecodable image recorded with its reason');
   t.equal(detections.entries.get('Broken/cut.jpg')?.width, undefined);
