@@ -202,7 +202,11 @@ program
       images = await readImageList(options.list, options.root);
       imageRoot = path.resolve(options.root ?? path.dirname(options.list));
     } else {
-      const root = options.root ?? (options.dataset === 'lfw' ? lfwPaths(options.data === undefined ? dataRoot() : path.resolve(options.data)).images : undefined);
+      let root = options.root;
+      if (root === undefined && options.dataset === 'lfw') {
+        const data = options.data === undefined ? dataRoot() : path.resolve(options.data);
+        root = lfwPaths(data).images;
+      }
       if (root === undefined) throw new InvalidArgumentError('--dataset folder needs --root DIR');
       images = await readImageFolder(root);
       imageRoot = path.resolve(root);

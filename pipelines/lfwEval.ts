@@ -40,7 +40,7 @@ export interface LfwEvalOptions {
   /** View 2 pairs file. */
   readonly pairs: string;
   /**
-   * Where the five landmarks come from: a landmark file like `lfw_landmark.txt` (1-based), a
+   * Source of the five landmarks: a landmark file like `lfw_landmark.txt` (1-based), a
    * detections file written by `sphereface preprocess` (`.jsonl`), or `detected` to run MTCNN.
    */
   readonly landmarks: string;
