@@ -18,7 +18,6 @@
  * (1, 1)), as MTCNN's reference code and the SphereFace template do. `sha256` is the digest of
  * the image file's bytes, so a reader can tell when an image changed after detection.
  */
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Either, ParseResult, Schema } from 'effect';
 import type { FivePoints, Landmarks } from '../operators/records.ts';
@@ -65,10 +64,8 @@ export interface DetectionsFile {
   readonly entries: ReadonlyMap<string, DetectionsEntry>;
 }
 
-/** Digest of a file's bytes, as stored in `sha256`. */
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
+/** SHA-256 digests as stored in `sha256`; one implementation serves the cache and this file. */
+export { sha256Hex } from './artifactCache.ts';
 
 export function formatHeader(detector: Record<string, unknown>): string {
   return JSON.stringify({ format: DETECTIONS_FORMAT, version: DETECTIONS_VERSION, detector });

@@ -3,12 +3,11 @@
  * the pairs use once, aligns it onto the SphereFace template, extracts features of the face and
  * its mirror, and runs the 10-fold protocol.
  */
-import { readFile } from 'node:fs/promises';
 import { from, lastValueFrom, map, toArray, type OperatorFunction } from 'rxjs';
 import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
-import { ArtifactCache, hashFile, sha256Hex as sha256OfText } from '../lib/artifactCache.ts';
-import { faceLandmarks, readDetectionsFile, sha256Hex } from '../lib/detectionsFile.ts';
+import { ArtifactCache, hashFile, sha256Hex } from '../lib/artifactCache.ts';
+import { faceLandmarks, readDetectionsFile } from '../lib/detectionsFile.ts';
 import { log } from '../lib/log.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
 import { loadMtcnn } from '../model/mtcnn.ts';
@@ -163,7 +162,7 @@ async function assertImagesUnchanged(images: readonly ImageRef[], digests: Reado
   for (const ref of images) {
     const recorded = digests.get(ref.id);
     if (recorded === undefined) continue;
-    const current = await readFile(ref.path).then(sha256Hex, () => undefined);
+    const current = await hashFile(ref.path).catch(() => undefined);
     if (current !== recorded) changed.push(ref.id);
   }
   if (changed.length > 0) {
@@ -260,7 +259,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
               landmarks: detect ? { source: 'mtcnn', ...mtcnn, onNoFace: options.onNoFace ?? 'reject' } : { source: 'file', origin: options.landmarkOrigin ?? 'one-based' },
             },
             // The landmarks of a file are part of the input: a changed landmark line recomputes that image.
-            inputHash: async (ref) => sha256OfText(`${await hashFile(ref.path)}:${JSON.stringify(landmarks?.get(ref.id) ?? null)}`),
+            inputHash: async (ref) => sha256Hex(`${await hashFile(ref.path)}:${JSON.stringify(landmarks?.get(ref.id) ?? null)}`),
             encode: (feature) => new Uint8Array(feature.vector.buffer, feature.vector.byteOffset, feature.vector.byteLength),
             decode: (bytes, ref) => ({ id: ref.id, path: ref.path, vector: new Float32Array(bytes.slice().buffer) }),
           },

@@ -6,12 +6,13 @@
  */
 import { createWriteStream } from 'node:fs';
 import { constants } from 'node:fs';
-import { access, mkdir, readFile, rename, stat } from 'node:fs/promises';
+import { access, mkdir, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import sharp from 'sharp';
 import { concatMap, from, lastValueFrom, tap, toArray } from 'rxjs';
-import { formatEntry, formatHeader, sha256Hex, type DetectedFace, type DetectionsEntry } from '../lib/detectionsFile.ts';
+import { hashFile } from '../lib/artifactCache.ts';
+import { formatEntry, formatHeader, type DetectedFace, type DetectionsEntry } from '../lib/detectionsFile.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
 import { log } from '../lib/log.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
@@ -128,7 +129,7 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
 
   const byId = new Map(options.images.map((ref) => [ref.id, ref]));
   // Digest of each image file; undefined when the file cannot be read.
-  const hashOf = (ref: ImageRef): Promise<string | undefined> => readFile(ref.path).then(sha256Hex, () => undefined);
+  const hashOf = (ref: ImageRef): Promise<string | undefined> => hashFile(ref.path).catch(() => undefined);
   // Sizes of decoded images, for the entries of images without a face.
   const sizes = new Map<string, { width: number; height: number }>();
 
