@@ -69,7 +69,7 @@ export async function readImageList(file: string, root?: string): Promise<Labell
     }
 
     // Ids are paths relative to the root, so that crops named after them stay in the output
-    // folder; absolute paths (as Caffe lists have) must lie inside the root too.
+    // folder. Absolute paths (as Caffe lists have) must lie inside the root too.
     const absolute = path.resolve(base, relative);
     const id = path.relative(base, absolute).split(path.sep).join('/');
     if (id.startsWith('../') || id === '..' || path.isAbsolute(id)) {

@@ -405,7 +405,7 @@ export function uniqueImages(pairs: readonly LfwPair[]): ImageRef[] {
  * Parses the text of `lfw_landmark.txt`: per line an image id `Name/Name_NNNN.jpg`, then x and y
  * of left eye, right eye, nose tip, left mouth corner and right mouth corner, in pixels of the
  * 250×250 image. The landmarks are tagged 1-based (Matlab's convention), because the reference
- * evaluation of the SphereFace PyTorch port reads the file that way; the results we compare
+ * evaluation of the SphereFace PyTorch port reads the file that way. The results we compare
  * against depend on it. The LFW file has integers; decimals are accepted.
  *
  * NOTE: the file itself appears to hold 0-based coordinates truncated to integers. It matches

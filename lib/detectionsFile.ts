@@ -11,8 +11,8 @@
  *
  * An image that could not be decoded has no `width` and `height` (and no `sha256` when the file
  * could not be read), and `rejected` gives the reason. `substituted` is present only when it is
- * true. Boxes are clamped to the image ([1, width] × [1, height]); landmarks are MTCNN's own
- * and may lie slightly outside the image when a face is cut by its edge.
+ * true. Boxes are clamped to the image ([1, width] × [1, height]). Landmarks are MTCNN's own,
+ * so they may lie slightly outside the image when a face is cut by its edge.
  *
  * Boxes and landmarks use 1-based pixel coordinates (the centre of the top-left pixel is
  * (1, 1)), as MTCNN's reference code and the SphereFace template do. `sha256` is the digest of

@@ -1,5 +1,5 @@
 /**
- * Where data and models live. `SPHEREFACE_DATA` names the data folder (default `./data`),
+ * Locations of data and models. `SPHEREFACE_DATA` names the data folder (default `./data`),
  * laid out as `lfw/`, `lfw-meta/pairs.txt` and `lfw-meta/lfw_landmark.txt`.
  */
 import path from 'node:path';
@@ -30,12 +30,12 @@ export function lfwPaths(root: string = dataRoot()): LfwPaths {
   };
 }
 
-/** The models folder: `SPHEREFACE_MODELS`, default `./models`. */
+/** Returns the models folder: `SPHEREFACE_MODELS`, default `./models`. */
 export function modelsRoot(env: NodeJS.ProcessEnv = process.env): string {
   return path.resolve(env['SPHEREFACE_MODELS'] ?? './models');
 }
 
-/** The CASIA-WebFace MobileFaceNet checkpoint inside the models folder. */
+/** Returns the path of the CASIA-WebFace MobileFaceNet checkpoint inside the models folder. */
 export function mobileFaceNetCheckpoint(root: string = modelsRoot()): string {
   return path.join(root, 'mobilefacenet-casia', '068.ckpt');
 }

@@ -21,7 +21,7 @@ export interface BackendInfo {
   readonly tfBackend: string;
   /** Threads the backend computes on. */
   readonly threads: number;
-  /** Why each backend preferred over the chosen one did not load. */
+  /** Reasons the backends preferred over the chosen one did not load. */
   readonly skipped: ReadonlyArray<{ readonly name: BackendName; readonly reason: string }>;
 }
 
@@ -33,7 +33,7 @@ let active: BackendInfo | undefined;
 
 async function loadNative(packageName: '@tensorflow/tfjs-node-gpu' | '@tensorflow/tfjs-node'): Promise<void> {
   // The native package registers the `tensorflow` backend on import. It must share our
-  // tfjs-core instance, which holds as long as both resolve the same tfjs-core version.
+  // tfjs-core instance, which is true as long as both resolve the same tfjs-core version.
   await import(packageName);
   if (tf.findBackendFactory('tensorflow') === null) {
     throw new Error(`${packageName} loaded but registered no "tensorflow" backend`);
@@ -97,7 +97,7 @@ function describe(error: unknown): string {
 
 /**
  * Chooses and activates a backend. With `forced`, only that backend is tried and a failure
- * throws a `BackendError` that says why it did not load. Calling it again with the same
+ * throws a `BackendError` with the reason it did not load. Calling it again with the same
  * request returns the active backend.
  */
 export async function initBackend(forced?: BackendName): Promise<BackendInfo> {

@@ -63,7 +63,7 @@ export interface Detection {
  *   SphereFace pins.
  * - `lnet`: MTCNNv2's L-Net step (see `refineLandmarks`). It exists to reproduce the LFW
  *   landmark file that SphereFace's PyTorch port ships (`lfw_landmark.txt`), which was made by
- *   a detector with this step. That file holds 0-based coordinates truncated to integers. Over
+ *   a detector with this step. That file contains 0-based coordinates truncated to integers. Over
  *   every 9th of the 9,056 LFW images, its points are a median 0.81 pixels from our `lnet`
  *   points minus 1 and 1.43 pixels from our `none` points minus 1.
  */
@@ -597,7 +597,7 @@ export function resolveMtcnnOptions(options: MtcnnOptions = {}): MtcnnSettings {
 /**
  * Checks that `nets` can run with `settings`: `landmarkRefinement: 'lnet'` needs L-Net.
  *
- * @throws Error that says how to load L-Net when it is missing.
+ * @throws Error that names how to load L-Net when it is missing.
  */
 export function assertNetworksFor(nets: MtcnnNetworks, settings: MtcnnSettings): void {
   if (settings.landmarkRefinement === 'lnet' && nets.lnet === undefined) {
@@ -864,7 +864,7 @@ function packPatches(patchesPerFace: readonly (readonly Float32Array[])[]): tf.T
  * 2. Around each of the five landmarks, the box `lnetPatchBox` is cut out with zeros outside the
  *    image and resampled to 24×24 (`cropAndResample`, pdollar's `imResample` in double precision,
  *    as for the other stages).
- * 3. L-Net sees the five patches of a face together and returns one offset pair per landmark.
+ * 3. L-Net takes the five patches of a face together and returns one offset pair per landmark.
  * 4. Each landmark moves by `applyLNetOffset`.
  *
  * Boxes, scores and the order of the faces are unchanged; the landmarks stay 1-based. A face

@@ -39,7 +39,7 @@ export function assertInputBatch(model: Pick<EmbeddingModel, 'name' | 'inputSize
 }
 
 /**
- * Throws unless `parameters` holds exactly the tensors that `specs` lists, with those shapes.
+ * Throws unless `parameters` contains exactly the tensors that `specs` lists, with those shapes.
  * The message names the network and up to ten problems.
  */
 export function assertParametersMatch(

@@ -12,7 +12,7 @@ export interface Batch<T> {
  * completes, so no record is dropped. Rejected records are not batched: they pass through at
  * once, so a rejection can overtake the records that the unfinished batch holds.
  *
- * The operator holds at most `size − 1` records. It does not itself slow the source down; put
+ * The operator keeps at most `size − 1` records. It does not itself slow the source down; put
  * it inside a `flowControl` window so that a slow consumer of the batches bounds how many
  * records are read ahead.
  *

@@ -9,7 +9,8 @@ import { Observable, type MonoTypeOperatorFunction } from 'rxjs';
  * slows reading and decoding, and memory stays bounded by `window` records in flight.
  *
  * Every record that enters must leave through `release()` exactly once, rejections included,
- * or the window closes for good. Stages between the two must emit one record per input record
+ * or the window closes for good. Nothing checks this at run time: a stage that drops records
+ * shows up as a stalled pipeline. Stages between the two must emit one record per input record
  * (`batch` may group them, but a batch releases nothing until its items are unpacked). So:
  * - the window must be at least the batch size of any `batch` between the two, or the first
  *   batch never fills and the pipeline stalls;
@@ -55,7 +56,7 @@ export function flowControl(window: number): FlowControl {
           let pumping = false;
           let again = false;
 
-          // Releases that happen synchronously inside next() re-enter here; the flags turn that
+          // Releases that happen synchronously inside next() re-enter here. The flags turn that
           // recursion into another turn of the loop below, so a long run of synchronous stages
           // cannot overflow the stack.
           const drain = (): void => {

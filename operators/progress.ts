@@ -5,7 +5,7 @@ import { log } from '../lib/log.ts';
 export interface ProgressOptions {
   /** Records expected in all. */
   readonly total: number;
-  /** What is being counted, e.g. "images". */
+  /** Unit of the counted records, e.g. "images". */
   readonly unit?: string;
   /** Draw a bar on stderr (default: when stderr is a TTY). Otherwise log a line periodically. */
   readonly bar?: boolean;
@@ -22,7 +22,7 @@ function formatDuration(seconds: number): string {
 
 /**
  * Counts the records that pass and shows how far the run is: done / total, rate and ETA. On a
- * TTY it draws a bar on stderr; elsewhere (CI logs, files) it logs a line every
+ * TTY it draws a bar on stderr. Elsewhere (CI logs, files) it logs a line every
  * `intervalSeconds` and a last one at the end. Records pass through unchanged.
  */
 export function progress<T>(options: ProgressOptions): MonoTypeOperatorFunction<T> {

@@ -111,8 +111,8 @@ function alignOrReject(image: LandmarkedImage, settings: AlignSettings): Maybe<A
 /**
  * How far past an image edge a landmark may lie, as a fraction of the image's width or height.
  * MTCNN places points of a face cut by the edge a few pixels outside the image, so a small
- * margin is legitimate; a point further out means the landmarks belong to another image (or
- * another size of it), and aligning with them would quietly produce a wrong crop.
+ * margin is legitimate. A point further out means the landmarks belong to another image (or
+ * another size of it). Aligning with them would quietly produce a wrong crop.
  */
 const LANDMARK_MARGIN = 0.25;
 

@@ -19,7 +19,7 @@ export function formatFoldTable(report: VerificationReport): string {
   return [line(header), rule, line(accuracy), line(threshold), line(correct)].join('\n');
 }
 
-/** One line with the mean, the sample standard deviation and the error count. */
+/** Formats one line with the mean, the sample standard deviation and the error count. */
 export function formatSummary(report: VerificationReport): string {
   const errors = report.total - report.correct;
   return `mean ${(100 * report.mean).toFixed(2)} %, std ${(100 * report.std).toFixed(2)} % (over ${report.folds.length} folds), ${errors} ${errors === 1 ? 'error' : 'errors'} in ${report.total} pairs`;

@@ -75,8 +75,8 @@ export function cropPath(out: string, faceId: string): string {
 
 /**
  * Throws unless the output folder and the detections file can be written, before any image
- * is processed: the output must not be a file, and must neither be nor contain nor lie inside
- * an images folder, because crops would then overwrite or mix with the photos.
+ * is processed. The output must not be a file. It must also not be, contain or lie inside an
+ * images folder, because crops would then overwrite or mix with the photos.
  */
 export async function checkOutputs(out: string, detectionsFile: string, imageRoots: readonly string[]): Promise<void> {
   const absoluteOut = path.resolve(out);
@@ -146,8 +146,8 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
   let crops = 0;
   let substituted = 0;
   const rejected: Rejected[] = [];
-  // Decoded images wait here for the detector, which is far slower than decoding; a small
-  // window keeps few of them in memory (a 12-megapixel photo is 36 MB of RGB).
+  // Decoded images wait here for the detector, which is far slower than decoding. A small
+  // window keeps few of them in memory, because a 12-megapixel photo is 36 MB of RGB.
   const flow = flowControl(4);
   const cropOwners = new Map<string, string>();
 

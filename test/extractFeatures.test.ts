@@ -16,7 +16,7 @@ const IDENTITY: AlignedFace['transform'] = [
   [0, 0],
 ];
 
-/** A 2×3 face whose top row has red values `top` and whose other samples are 7. */
+/** Builds a 2×3 face whose top row has red values `top` and whose other samples are 7. */
 function face(id: string, top: [number, number, number], size = { height: 2, width: 3 }): AlignedFace {
   const rgb = new Uint8Array(size.height * size.width * 3).fill(7);
   top.forEach((value, x) => (rgb[x * 3] = value));

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { EmbeddingModel } from '../../model/types.ts';
 
 /**
- * A model with known weights for operator tests: its "feature" is the first input channel of
+ * Builds a model with known weights for operator tests: its "feature" is the first input channel of
  * the top image row, so every output value can be worked out by hand from the pixels.
  */
 export function topRowModel(height: number, width: number, channelOrder: 'RGB' | 'BGR' = 'RGB'): EmbeddingModel {
