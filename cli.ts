@@ -15,6 +15,7 @@ import { runPreprocess } from './pipelines/preprocess.ts';
 import { readImageFolder, readImageList } from './datasets/imageFolder.ts';
 import type { FacePolicy, NoFacePolicy } from './operators/detectFaces.ts';
 import type { LandmarkRefinement } from './model/mtcnnDetect.ts';
+import { addRunCommand } from './commands/run.ts';
 
 function positiveInteger(value: string): number {
   const parsed = Number(value);
@@ -242,6 +243,8 @@ program
     process.stdout.write(`detections: ${summary.detectionsFile}\n`);
     log.info({ seconds: Number(summary.seconds.toFixed(1)), imagesPerSecond: Number((summary.images / summary.seconds).toFixed(1)) }, 'preprocess finished');
   });
+
+addRunCommand(program, prepareReportPath);
 
 // A reader that closes stdout early (`| head`) is not an error of ours: stop quietly.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

@@ -301,6 +301,11 @@ export class ArtifactCache {
     return { kind: 'artifact', bytes: bytesView, meta: row.meta === null ? undefined : (JSON.parse(row.meta) as unknown) };
   }
 
+  /** Returns the kind of the key's entry without reading its blob, or undefined when there is none. */
+  kindOf(key: string): CacheEntry['kind'] | undefined {
+    return this.#row(key)?.kind;
+  }
+
   /** Returns true if the key has an entry (artifact or failure), without reading the blob. */
   has(key: string): boolean {
     return this.#statements.select.get(key) !== undefined;

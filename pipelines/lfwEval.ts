@@ -112,7 +112,7 @@ export class RejectedImagesError extends Error {
 export const DETECTED = 'detected';
 
 /** Landmarks by image id, and for images without them, why (from a detections file). */
-interface LandmarkSource {
+export interface LandmarkSource {
   readonly landmarks: Map<string, Landmarks>;
   readonly whyMissing: Map<string, string>;
   /** SHA-256 of each image at detection time, to check that the images did not change. */
@@ -124,7 +124,7 @@ interface LandmarkSource {
  * a `.jsonl` file, from a detections file. An entry with several faces (written with policy
  * `all`) gives the face nearest the image centre, as `--landmarks detected` would choose.
  */
-async function landmarksFrom(file: string, origin: Landmarks['origin']): Promise<LandmarkSource> {
+export async function landmarksFrom(file: string, origin: Landmarks['origin']): Promise<LandmarkSource> {
   if (!file.endsWith('.jsonl')) {
     const read = await readLandmarks(file);
     const landmarks = origin === 'one-based' ? read : new Map([...read].map(([id, points]) => [id, { ...points, origin }]));
@@ -151,7 +151,7 @@ async function landmarksFrom(file: string, origin: Landmarks['origin']): Promise
 }
 
 /** Returns the SHA-256 of the model file a `NAME:PATH` spec names, or the spec itself when PATH is no file. */
-async function modelDigest(spec: string): Promise<string> {
+export async function modelDigest(spec: string): Promise<string> {
   const file = spec.slice(spec.indexOf(':') + 1);
   return hashFile(file).catch(() => spec);
 }

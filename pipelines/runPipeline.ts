@@ -1,0 +1,512 @@
+/**
+ * Runs a validated pipeline: opens its stages, wires them into one RxJS stream with the artifact
+ * cache around each cacheable stage, bounds the images in flight, counts what every stage does,
+ * and returns a report.
+ *
+ * Cache keys form a chain per image. The first link is the SHA-256 of the image file. Each
+ * later stage's key hashes its name, version and output-relevant parameters together with the
+ * previous link and any per-image input (landmarks from a file). All keys of an image are known
+ * before anything runs, so a change to one stage's parameters changes its key and every key
+ * after it, and none before it.
+ *
+ * A cacheable stage whose stored output stands alone (aligned crops, features) wraps the whole
+ * pipeline up to and including itself: on a hit nothing before it runs, not even decoding.
+ * A stage whose stored output needs its input back (detections need the pixels) wraps only
+ * itself.
+ */
+import { from, identity, ignoreElements, lastValueFrom, tap, type Observable, type OperatorFunction } from 'rxjs';
+
+import { ArtifactCache, hashFile, sha256Hex } from '../lib/artifactCache.ts';
+import { log } from '../lib/log.ts';
+import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
+import type { Batch } from '../operators/batch.ts';
+import { cached, type CachedOperator } from '../operators/cached.ts';
+import { flowControl } from '../operators/flowControl.ts';
+import type { VerificationReport } from '../operators/kFoldVerify.ts';
+import { isRejected, type ImageRef, type Maybe, type Rejected } from '../operators/records.ts';
+import type { OpenedStage, PipelineContext, StageDefinition } from './operatorDefinition.ts';
+import type { ValidatedPipeline, ValidatedStage } from './spec.ts';
+import { StageProgress } from './stageProgress.ts';
+
+export interface RunPipelineOptions {
+  /** Cache folder; overrides the spec's `cache`. `null` runs without a cache. */
+  readonly cacheDir?: string | null;
+  /** Run stages again for images whose failure is cached (default false). */
+  readonly retryFailed?: boolean;
+  /** Draw one progress bar per stage (default: when stderr is a TTY); otherwise log every 15 s. */
+  readonly progress?: boolean;
+  /** Force one tensor backend; by default the fastest that loads. */
+  readonly backend?: BackendName;
+}
+
+/** What one stage did during a run. Counts are in images, also for stages that see batches. */
+export interface StageCounts {
+  readonly label: string;
+  readonly op: string;
+  readonly input: string;
+  readonly output: string;
+  readonly cacheable: boolean;
+  /** Records the stage's operator received (cache hits and passed-on rejections excluded). */
+  inputs: number;
+  /** Records the stage's operator emitted that were not rejections. */
+  outputs: number;
+  /** Images whose output came from the cache. */
+  cacheHits: number;
+  /** Images whose output the stage computed and stored. */
+  stored: number;
+  /** Images rejected because the cache holds a failure of this stage for them. */
+  cachedFailures: number;
+  /** Images this stage never saw because a later stage's cache had their result. */
+  skipped: number;
+  /** Rejections of earlier stages that passed through this one. */
+  passedOn: number;
+  /** Rejections made by this stage, computed or from the cache, by reason. */
+  rejected: Record<string, number>;
+  /** Seconds from the first record in to the last record out (stages overlap, so these do not add up). */
+  activeSeconds: number;
+}
+
+export interface PipelineReport {
+  readonly name: string;
+  readonly spec: string;
+  readonly startedAt: string;
+  readonly seconds: number;
+  readonly backend: Pick<BackendInfo, 'name' | 'threads'> | undefined;
+  readonly cacheDir: string | undefined;
+  /** Images the source listed. */
+  readonly images: number;
+  readonly stages: readonly StageCounts[];
+  /** Every image that did not make it through, with the stage and reason. */
+  readonly rejected: readonly Rejected[];
+  readonly memory: {
+    readonly peakRssBytes: number;
+    /** Resident set size after every 1,000 finished images, to show that memory stays flat. */
+    readonly samples: ReadonlyArray<{ readonly images: number; readonly rssBytes: number }>;
+  };
+  /** The terminal stage's result, such as the k-fold verification report. */
+  readonly result?: VerificationReport | undefined;
+}
+
+/** One stage opened for a run, with what the runner derives from it. */
+interface LiveStage {
+  readonly spec: ValidatedStage;
+  readonly definition: StageDefinition;
+  readonly opened: OpenedStage;
+  readonly keyParams: unknown;
+  readonly cacheable: boolean;
+  readonly counts: StageCounts;
+  cachedOperator?: CachedOperator<ImageRef, unknown>;
+}
+
+/** Sources list their images up front; every other stage is opened here. */
+async function openStages(pipeline: ValidatedPipeline, context: PipelineContext, cache: ArtifactCache | undefined): Promise<{ images: readonly ImageRef[]; stages: LiveStage[] }> {
+  const [first, ...rest] = pipeline.stages;
+  if (first === undefined || first.definition.kind !== 'source') throw new Error('a pipeline starts with a source');
+  const images = await first.definition.open(first.params, context);
+  const stages: LiveStage[] = [];
+  try {
+    for (const spec of rest) {
+      const definition = spec.definition as StageDefinition;
+      const opened = await definition.open(spec.params, context);
+      const cacheable = cache !== undefined && spec.cache && opened.cache !== undefined && definition.shape === 'per-item';
+      stages.push({
+        spec,
+        definition,
+        opened,
+        keyParams: opened.keyParams ?? spec.params,
+        cacheable,
+        counts: {
+          label: spec.label,
+          op: definition.name,
+          input: definition.input,
+          output: definition.output,
+          cacheable,
+          inputs: 0,
+          outputs: 0,
+          cacheHits: 0,
+          stored: 0,
+          cachedFailures: 0,
+          skipped: 0,
+          passedOn: 0,
+          rejected: {},
+          activeSeconds: 0,
+        },
+      });
+    }
+  } catch (error) {
+    await disposeStages(stages);
+    throw error;
+  }
+  return { images, stages };
+}
+
+async function disposeStages(stages: readonly LiveStage[]): Promise<void> {
+  for (const stage of stages) {
+    try {
+      await stage.opened.dispose?.();
+    } catch (error) {
+      log.warn({ stage: stage.spec.label, error: (error as Error).message }, 'could not release a stage');
+    }
+  }
+}
+
+/**
+ * Computes the cache-key chain of each image: `chain[i]` is the key input of stage i (0-based
+ * among the non-source stages), which `cached` hashes with the stage's name, version and
+ * parameters into the artifact key.
+ */
+class KeyChains {
+  private readonly chains = new Map<string, Promise<string[]>>();
+
+  constructor(
+    private readonly stages: readonly LiveStage[],
+    private readonly refs: ReadonlyMap<string, ImageRef>,
+  ) {}
+
+  /** Returns the key input of stage `index` for image `id`. */
+  async inputOf(id: string, index: number): Promise<string> {
+    const chain = await this.chainOf(id);
+    return chain[index] as string;
+  }
+
+  /** Returns the artifact key of stage `index` for image `id`. */
+  async keyOf(id: string, index: number): Promise<string> {
+    const stage = this.stages[index] as LiveStage;
+    return ArtifactCache.key({ stage: stage.definition.name, version: stage.definition.version, params: stage.keyParams, input: await this.inputOf(id, index) });
+  }
+
+  forget(id: string): void {
+    this.chains.delete(id);
+  }
+
+  private chainOf(id: string): Promise<string[]> {
+    let chain = this.chains.get(id);
+    if (chain === undefined) {
+      chain = this.compute(id);
+      this.chains.set(id, chain);
+    }
+    return chain;
+  }
+
+  private async compute(id: string): Promise<string[]> {
+    const ref = this.refs.get(id);
+    if (ref === undefined) throw new Error(`no image with id ${id} in this run`);
+    let previous = await hashFile(ref.path);
+    const inputs: string[] = [];
+    for (const stage of this.stages) {
+      const itemKey = stage.opened.itemKey?.(id);
+      const input = itemKey === undefined ? previous : sha256Hex(`${previous}\n${itemKey}`);
+      inputs.push(input);
+      // A batching stage changes grouping, not content, so the chain passes through it.
+      if (stage.definition.shape === 'per-item') {
+        previous = ArtifactCache.key({ stage: stage.definition.name, version: stage.definition.version, params: stage.keyParams, input });
+      }
+    }
+    return inputs;
+  }
+}
+
+function itemsIn(record: unknown): number {
+  if (isRejected(record)) return 1;
+  const items = (record as Partial<Batch<unknown>>).items;
+  return Array.isArray(items) ? items.length : 1;
+}
+
+/**
+ * Returns a rejection's reason without the image's path and id, so that equal reasons of
+ * different images are counted together.
+ */
+function reasonKey(record: Rejected): string {
+  return (record.reason.split('\n')[0] ?? '').replaceAll(record.path, '<image>').replaceAll(record.id, '<id>');
+}
+
+/** Wraps a stage's operator so that its inputs, outputs, rejections and active time are counted. */
+function counted(stage: LiveStage): OperatorFunction<unknown, unknown> {
+  const counts = stage.counts;
+  return (source) => {
+    const passing = new Set<string>();
+    let firstIn: number | undefined;
+    return source.pipe(
+      tap((record) => {
+        firstIn ??= performance.now();
+        if (isRejected(record)) passing.add(record.id);
+        else counts.inputs += itemsIn(record);
+      }),
+      stage.opened.operator,
+      tap((record) => {
+        if (firstIn !== undefined) counts.activeSeconds = (performance.now() - firstIn) / 1000;
+        if (!isRejected(record)) {
+          if (stage.definition.shape !== 'terminal') counts.outputs += itemsIn(record);
+          return;
+        }
+        if (passing.delete(record.id)) {
+          counts.passedOn++;
+          return;
+        }
+        const reason = reasonKey(record);
+        counts.rejected[reason] = (counts.rejected[reason] ?? 0) + 1;
+      }),
+    );
+  };
+}
+
+/**
+ * Builds the per-image part of the pipeline (every stage but a terminal one) as one operator
+ * from image refs to the last stage's records, with cache wrappers placed as the file header
+ * describes.
+ */
+function buildChain(stages: readonly LiveStage[], cache: ArtifactCache | undefined, keys: KeyChains, retryFailed: boolean): OperatorFunction<Maybe<ImageRef>, unknown> {
+  let chain: OperatorFunction<Maybe<ImageRef>, unknown> = identity as OperatorFunction<Maybe<ImageRef>, unknown>;
+  stages.forEach((stage, index) => {
+    const inner = chain;
+    const operator = counted(stage);
+    if (!stage.cacheable || cache === undefined) {
+      chain = (source) => source.pipe(inner, operator);
+      return;
+    }
+    const storage = stage.opened.cache as NonNullable<OpenedStage['cache']>;
+    const common = {
+      stage: stage.definition.name,
+      version: stage.definition.version,
+      params: stage.keyParams,
+      encode: storage.encode,
+      decode: storage.decode,
+      retryFailed,
+    };
+    if (storage.selfContained) {
+      const wrapped = cached<ImageRef, unknown>(
+        cache,
+        { ...common, inputHash: (ref) => keys.inputOf(ref.id, index) },
+        (refs) => refs.pipe(inner, operator) as Observable<Maybe<unknown>>,
+      );
+      stage.cachedOperator = wrapped;
+      chain = wrapped as OperatorFunction<Maybe<ImageRef>, unknown>;
+    } else {
+      const wrapped = cached<ImageRef, unknown>(cache, { ...common, inputHash: (record) => keys.inputOf(record.id, index) }, operator as OperatorFunction<ImageRef, Maybe<unknown>>);
+      stage.cachedOperator = wrapped;
+      chain = (source) => source.pipe(inner, wrapped as OperatorFunction<unknown, unknown>);
+    }
+  });
+  return chain;
+}
+
+/** Copies the cache counters into the stage counts, and derives `skipped`. */
+function settleCounts(stages: readonly LiveStage[]): void {
+  for (const stage of stages) {
+    const counters = stage.cachedOperator?.counters;
+    if (counters === undefined) continue;
+    stage.counts.cacheHits = counters.hits;
+    stage.counts.stored = counters.stored;
+    stage.counts.cachedFailures = counters.failures;
+  }
+  stages.forEach((stage, index) => {
+    stage.counts.skipped = stages
+      .slice(index + 1)
+      .filter((later) => later.opened.cache?.selfContained === true && later.cacheable)
+      .reduce((sum, later) => sum + later.counts.cacheHits + later.counts.cachedFailures, 0);
+  });
+}
+
+/** Adds the rejections that cached failures stand for to their stage's counts. */
+function countCachedFailures(stages: readonly LiveStage[], rejected: readonly Rejected[]): void {
+  for (const stage of stages) {
+    if (stage.counts.cachedFailures === 0) continue;
+    const computed = Object.values(stage.counts.rejected).reduce((a, b) => a + b, 0);
+    const fromCache = rejected.filter((record) => record.stage === stage.definition.name);
+    // Rejections of this stage that its operator did not make came from the cache.
+    let surplus = fromCache.length - computed;
+    for (const record of fromCache) {
+      if (surplus <= 0) break;
+      const reason = reasonKey(record);
+      stage.counts.rejected[reason] = (stage.counts.rejected[reason] ?? 0) + 1;
+      surplus--;
+    }
+  }
+}
+
+/** Runs a validated pipeline to its end and returns what happened. */
+export async function runPipeline(pipeline: ValidatedPipeline, options: RunPipelineOptions = {}): Promise<PipelineReport> {
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const interactive = options.progress ?? process.stderr.isTTY === true;
+  const usesTensors = pipeline.stages.some((stage) => stage.definition.usesTensors === true);
+  let backend: BackendInfo | undefined;
+  if (usesTensors) {
+    backend = await initBackend(options.backend);
+    log.info({ backend: backend.name, threads: backend.threads, skipped: backend.skipped.map((s) => s.name) }, 'tensor backend selected');
+  }
+
+  const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? pipeline.cacheDir);
+  const cache = cacheDir === undefined ? undefined : ArtifactCache.open(cacheDir);
+  const context: PipelineContext = { specDir: pipeline.specDir, retryFailed: options.retryFailed === true, interactive, shared: new Map() };
+
+  let opened: { images: readonly ImageRef[]; stages: LiveStage[] };
+  try {
+    opened = await openStages(pipeline, context, cache);
+  } catch (error) {
+    cache?.close();
+    throw error;
+  }
+  const { images, stages } = opened;
+  log.info({ pipeline: pipeline.name, images: images.length, stages: stages.map((s) => s.spec.label), cache: cacheDir ?? null }, 'pipeline started');
+
+  const terminal = stages.at(-1)?.definition.shape === 'terminal' ? stages.at(-1) : undefined;
+  const perItem = terminal === undefined ? stages : stages.slice(0, -1);
+  const refs = new Map(images.map((ref) => [ref.id, ref]));
+  const keys = new KeyChains(perItem, refs);
+  const chain = buildChain(perItem, cache, keys, options.retryFailed === true);
+
+  const flow = flowControl(pipeline.maxInFlight);
+  const rejected: Rejected[] = [];
+  const samples: Array<{ images: number; rssBytes: number }> = [];
+  let finished = 0;
+  let peakRss = process.memoryUsage.rss();
+  const bars = new StageProgress(
+    images.length,
+    stages.map((stage) => stage.counts),
+    interactive,
+    () => settleCounts(perItem),
+  );
+
+  const afterChain = (record: unknown): void => {
+    const count = itemsIn(record);
+    if (isRejected(record)) rejected.push(record);
+    for (let i = 0; i < count; i++) {
+      finished++;
+      if (finished % 100 === 0) peakRss = Math.max(peakRss, process.memoryUsage.rss());
+      if (finished % 1000 === 0) samples.push({ images: finished, rssBytes: process.memoryUsage.rss() });
+    }
+    if (!isRejected(record)) keys.forget((record as ImageRef).id);
+    bars.tick();
+  };
+
+  let result: VerificationReport | undefined;
+  try {
+    const perImage = from(images).pipe(flow.admit(), chain, tap(afterChain), flow.release(itemsIn));
+    if (terminal === undefined) {
+      await lastValueFrom(perImage.pipe(ignoreElements()), { defaultValue: undefined });
+    } else {
+      result = (await lastValueFrom(perImage.pipe(counted(terminal)))) as VerificationReport;
+    }
+  } finally {
+    bars.stop();
+    await disposeStages(stages);
+    cache?.close();
+  }
+  peakRss = Math.max(peakRss, process.memoryUsage.rss());
+  settleCounts(perItem);
+  countCachedFailures(perItem, rejected);
+
+  // Logged only now, because log lines written while progress bars are drawn garble them.
+  for (const record of rejected) log.warn({ id: record.id, stage: record.stage, reason: record.reason }, 'image rejected');
+  const seconds = (performance.now() - started) / 1000;
+  log.info({ pipeline: pipeline.name, images: images.length, rejected: rejected.length, seconds: Number(seconds.toFixed(1)) }, 'pipeline finished');
+
+  return {
+    name: pipeline.name,
+    spec: pipeline.source,
+    startedAt,
+    seconds,
+    backend: backend === undefined ? undefined : { name: backend.name, threads: backend.threads },
+    cacheDir,
+    images: images.length,
+    stages: stages.map((stage) => stage.counts),
+    rejected,
+    memory: { peakRssBytes: peakRss, samples },
+    result,
+  };
+}
+
+/** A stage of a pipeline as `--dry-run` shows it. */
+export interface StagePlan {
+  readonly label: string;
+  readonly op: string;
+  readonly input: string;
+  readonly output: string;
+  readonly params: unknown;
+  /** `off` when the run has no cache or the stage stores nothing. */
+  readonly cache:
+    | 'off'
+    | { readonly artifacts: number; readonly failures: number; readonly missing: number; readonly skipsEarlierStages: boolean };
+}
+
+export interface PipelinePlan {
+  readonly name: string;
+  readonly spec: string;
+  readonly images: number;
+  readonly cacheDir: string | undefined;
+  readonly stages: readonly StagePlan[];
+  /** Images that could not be hashed (missing or unreadable files), with the error. */
+  readonly unreadable: ReadonlyArray<{ readonly id: string; readonly error: string }>;
+}
+
+/**
+ * Opens the stages (loading models, listing images), computes every image's cache keys and
+ * counts which stages have their output cached, without running anything.
+ */
+export async function planPipeline(pipeline: ValidatedPipeline, options: Pick<RunPipelineOptions, 'cacheDir' | 'backend'> = {}): Promise<PipelinePlan> {
+  if (pipeline.stages.some((stage) => stage.definition.usesTensors === true)) await initBackend(options.backend);
+  const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? pipeline.cacheDir);
+  const cache = cacheDir === undefined ? undefined : ArtifactCache.open(cacheDir);
+  const context: PipelineContext = { specDir: pipeline.specDir, retryFailed: false, interactive: false, shared: new Map() };
+  try {
+    const { images, stages } = await openStages(pipeline, context, cache);
+    try {
+      const perItem = stages.filter((stage) => stage.definition.shape !== 'terminal');
+      const keys = new KeyChains(perItem, new Map(images.map((ref) => [ref.id, ref])));
+      const states = perItem.map(() => ({ artifacts: 0, failures: 0, missing: 0 }));
+      const unreadable: Array<{ id: string; error: string }> = [];
+      if (cache !== undefined) {
+        for (const ref of images) {
+          for (const [index, stage] of perItem.entries()) {
+            if (!stage.cacheable) continue;
+            let key: string;
+            try {
+              key = await keys.keyOf(ref.id, index);
+            } catch (error) {
+              unreadable.push({ id: ref.id, error: (error as Error).message });
+              break;
+            }
+            const state = states[index] as { artifacts: number; failures: number; missing: number };
+            const kind = cache.kindOf(key);
+            if (kind === 'artifact') state.artifacts++;
+            else if (kind === 'failure') state.failures++;
+            else state.missing++;
+          }
+          keys.forget(ref.id);
+        }
+      }
+      const [source] = pipeline.stages;
+      const sourcePlan: StagePlan = {
+        label: source?.label ?? '',
+        op: source?.definition.name ?? '',
+        input: '-',
+        output: 'ImageRef',
+        params: source?.params,
+        cache: 'off',
+      };
+      return {
+        name: pipeline.name,
+        spec: pipeline.source,
+        images: images.length,
+        cacheDir,
+        unreadable,
+        stages: [
+          sourcePlan,
+          ...stages.map((stage, index) => ({
+            label: stage.spec.label,
+            op: stage.definition.name,
+            input: stage.definition.input,
+            output: stage.definition.output,
+            params: stage.spec.params,
+            cache: stage.cacheable && index < perItem.length ? { ...(states[index] as { artifacts: number; failures: number; missing: number }), skipsEarlierStages: stage.opened.cache?.selfContained === true } : ('off' as const),
+          })),
+        ],
+      };
+    } finally {
+      await disposeStages(stages);
+    }
+  } finally {
+    cache?.close();
+  }
+}
