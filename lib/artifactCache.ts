@@ -52,7 +52,7 @@ export interface KeyParts {
 
 export type CacheEntry =
   | { readonly kind: 'artifact'; readonly bytes: Uint8Array; readonly meta: unknown }
-  | { readonly kind: 'failure'; readonly reason: string };
+  | { readonly kind: 'failure'; readonly reason: string; readonly meta?: unknown };
 
 export interface PutOptions {
   /** Stage that produced the entry; `stats` and `prune` group by it. */
@@ -275,7 +275,9 @@ export class ArtifactCache {
   get(key: string): CacheEntry | undefined {
     const row = this.#row(key);
     if (row === undefined) return undefined;
-    if (row.kind === 'failure') return { kind: 'failure', reason: row.reason ?? '' };
+    if (row.kind === 'failure') {
+      return row.meta === null ? { kind: 'failure', reason: row.reason ?? '' } : { kind: 'failure', reason: row.reason ?? '', meta: JSON.parse(row.meta) as unknown };
+    }
 
     const blob = row.blob ?? '';
     const file = this.blobPath(blob);
@@ -332,14 +334,14 @@ export class ArtifactCache {
   }
 
   /** Records that computing `key` failed for this input (for example, no face found). */
-  putFailure(key: string, reason: string, options: { readonly stage: string }): void {
+  putFailure(key: string, reason: string, options: PutOptions): void {
     this.#statements.upsert.run({
       key,
       stage: options.stage,
       kind: 'failure',
       blob: null,
       size: 0,
-      meta: null,
+      meta: options.meta === undefined ? null : canonicalJson(options.meta, 'meta'),
       reason,
       created_at: Date.now(),
     });

@@ -1,7 +1,8 @@
 /**
  * The project's logger: pino, writing to stderr so that stdout carries only results (tables,
- * reports). Lines are human-readable by default; `SPHEREFACE_LOG_FORMAT=json` gives one JSON
- * object per line for log collectors, and `SPHEREFACE_LOG_LEVEL` sets the level (default info).
+ * reports). Lines are human-readable when stderr is a terminal, and one JSON object per line
+ * otherwise (CI logs, files, log collectors). `SPHEREFACE_LOG_FORMAT=json|pretty` forces a
+ * format, and `SPHEREFACE_LOG_LEVEL` sets the level (default info).
  */
 import { pino, type Logger } from 'pino';
 import { PinoPretty } from 'pino-pretty';
@@ -14,7 +15,11 @@ function createLogger(): Logger {
   if (level !== requested) {
     process.stderr.write(`SPHEREFACE_LOG_LEVEL="${requested}" is not a log level; expected one of ${LEVELS.join(', ')}. Using info.\n`);
   }
-  if (process.env['SPHEREFACE_LOG_FORMAT'] === 'json') {
+  const format = process.env['SPHEREFACE_LOG_FORMAT'] ?? (process.stderr.isTTY === true ? 'pretty' : 'json');
+  if (format !== 'json' && format !== 'pretty') {
+    process.stderr.write(`SPHEREFACE_LOG_FORMAT="${format}" is not a log format; expected json or pretty. Using json.\n`);
+  }
+  if (format !== 'pretty') {
     return pino({ level, base: undefined }, pino.destination({ fd: 2, sync: true }));
   }
   const pretty = PinoPretty({

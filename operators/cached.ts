@@ -61,8 +61,8 @@ interface Slot<I, O> {
  *
  * For each input the operator computes `ArtifactCache.key({ stage, version, params, input:
  * inputHash(i), upstream })`. A stored artifact is decoded and emitted without running the
- * stage. A recorded failure is emitted as a `Rejected` of `spec.stage` unless `retryFailed` is
- * set. Every other input goes through `stage`, whose output is stored as an artifact, or whose
+ * stage. A recorded failure is emitted as a `Rejected` of the stage that failed (stored with it)
+ * unless `retryFailed` is set. Every other input goes through `stage`, whose output is stored as an artifact, or whose
  * rejection is stored as a failure. Incoming `Rejected` records pass through. Outputs leave in
  * input order, so a hit waits behind an earlier miss.
  *
@@ -182,7 +182,10 @@ export function cached<I extends ImageRef, O>(
           }
         } else if (entry?.kind === 'failure' && spec.retryFailed !== true) {
           counters.failures++;
-          resolve(slot, reject(slot.input, spec.stage, entry.reason));
+          // The failure may come from a stage inside the wrapped one (a file that would not
+          // decode); its name is stored beside the reason.
+          const failedStage = (entry.meta as { failedStage?: unknown } | undefined)?.failedStage;
+          resolve(slot, reject(slot.input, typeof failedStage === 'string' ? failedStage : spec.stage, entry.reason));
           return;
         }
         counters.misses++;
@@ -204,7 +207,7 @@ export function cached<I extends ImageRef, O>(
 
         const key = slot.key as string;
         if (isRejected(output)) {
-          cache.putFailure(key, output.reason, { stage: spec.stage });
+          cache.putFailure(key, output.reason, { stage: spec.stage, meta: { failedStage: output.stage } });
           counters.storedFailures++;
         } else {
           const meta = spec.meta?.(output);

@@ -307,10 +307,12 @@ function settleCounts(stages: readonly LiveStage[]): void {
   });
 }
 
-/** Adds the rejections that cached failures stand for to their stage's counts. */
+/**
+ * Adds the rejections that cached failures stand for to the counts of the stage that made them,
+ * which may lie before the stage whose cache stored them.
+ */
 function countCachedFailures(stages: readonly LiveStage[], rejected: readonly Rejected[]): void {
   for (const stage of stages) {
-    if (stage.counts.cachedFailures === 0) continue;
     const computed = Object.values(stage.counts.rejected).reduce((a, b) => a + b, 0);
     const fromCache = rejected.filter((record) => record.stage === stage.definition.name);
     // Rejections of this stage that its operator did not make came from the cache.

@@ -131,10 +131,15 @@ function formatPath(segments: ReadonlyArray<PropertyKey>, prefix = ''): string {
 function decodeWith<A>(schema: Schema.Schema<A, unknown>, value: unknown, prefix: string): { value?: A; issues: SpecIssue[] } {
   const result = Schema.decodeUnknownEither(schema, { errors: 'all', onExcessProperty: 'error' })(value);
   if (Either.isRight(result)) return { value: result.right, issues: [] };
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left).map((issue) => ({
+  const all = ParseResult.ArrayFormatter.formatErrorSync(result.left).map((issue) => ({
     path: formatPath(issue.path, prefix),
     message: issue.message,
   }));
+  // An optional field fails as a union of its type and undefined; the second branch's
+  // "Expected undefined" only repeats the first, so it is dropped when the first is present.
+  const issues = all.filter(
+    (issue) => !(issue.message.startsWith('Expected undefined,') && all.some((other) => other.path === issue.path && other !== issue)),
+  );
   return { issues };
 }
 
