@@ -43,6 +43,7 @@ export class StageProgress {
         // Restores the cursor and line wrapping when the user presses Ctrl-C.
         gracefulExit: true,
         clearOnComplete: false,
+        barsize: 24,
       },
       cliProgress.Presets.shades_classic,
     );
