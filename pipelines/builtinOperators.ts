@@ -3,6 +3,7 @@
  * stages of the SphereFace pipeline from decoding to k-fold verification.
  */
 import { mkdir, rename, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 import { Schema } from 'effect';
@@ -20,6 +21,7 @@ import { resolveMtcnnOptions } from '../model/mtcnnDetect.ts';
 import { loadEmbeddingModel } from '../model/registry.ts';
 import { batch } from '../operators/batch.ts';
 import { detectFaces, type FaceImage } from '../operators/detectFaces.ts';
+import { detectFacesInWorkers } from '../operators/detectFacesInWorkers.ts';
 import { extractFeatures } from '../operators/extractFeatures.ts';
 import { kFoldVerify } from '../operators/kFoldVerify.ts';
 import { readImages } from '../operators/readImages.ts';
@@ -143,6 +145,8 @@ const detectFacesStage = defineStage({
     refineLandmarks: Schema.optionalWith(Schema.Literal('none', 'lnet'), { default: () => 'none' as const }),
     policy: Schema.optionalWith(Schema.Literal('center', 'all'), { default: () => 'center' as const }),
     onNoFace: Schema.optionalWith(Schema.Literal('reject', 'center-crop'), { default: () => 'reject' as const }),
+    /** Worker threads that run MTCNN; 1 runs it on the main thread. Results are the same either way. */
+    workers: Schema.optionalWith(PositiveInt, { default: () => os.availableParallelism() }),
   }),
   pathParams: [{ name: 'models', kind: 'folder' }],
   input: 'DecodedImage',
@@ -166,7 +170,7 @@ const detectFacesStage = defineStage({
     }
     return undefined;
   },
-  open: async (params) => {
+  open: async (params, context) => {
     const mtcnn = resolveMtcnnOptions({
       ...(params.minSize === undefined ? {} : { minSize: params.minSize }),
       ...(params.factor === undefined ? {} : { factor: params.factor }),
@@ -177,9 +181,11 @@ const detectFacesStage = defineStage({
     const lnet = mtcnn.landmarkRefinement === 'lnet';
     const files = [MTCNN_MODEL_FILES.pnet, MTCNN_MODEL_FILES.rnet, MTCNN_MODEL_FILES.onet, ...(lnet ? [MTCNN_MODEL_FILES.lnet] : [])];
     const digests = await Promise.all(files.map((file) => hashFile(path.join(dir, file))));
-    const nets = await loadMtcnn(dir, { lnet });
+    const options = { ...mtcnn, policy: 'center' as const, onNoFace: params.onNoFace };
+    const nets = params.workers > 1 ? undefined : await loadMtcnn(dir, { lnet });
+    const operator = nets === undefined ? detectFacesInWorkers({ ...options, modelsDir: dir, threads: params.workers, ...(context.backend === undefined ? {} : { backend: context.backend }) }) : detectFaces(nets, options);
     return {
-      operator: detectFaces(nets, { ...mtcnn, policy: 'center', onNoFace: params.onNoFace }) as OpenedStage['operator'],
+      operator: operator as OpenedStage['operator'],
       keyParams: { ...mtcnn, onNoFace: params.onNoFace, weights: digests },
       cache: {
         selfContained: false,
@@ -189,7 +195,7 @@ const detectFacesStage = defineStage({
         },
         decode: (bytes: Uint8Array, image: DecodedImage) => ({ ...image, ...(JSON.parse(new TextDecoder().decode(bytes)) as DetectionFields) }) as FaceImage,
       },
-      dispose: () => nets.dispose(),
+      dispose: () => nets?.dispose(),
     };
   },
 });

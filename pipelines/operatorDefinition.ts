@@ -10,6 +10,7 @@
 import type { Schema } from 'effect';
 import type { OperatorFunction } from 'rxjs';
 
+import type { BackendName } from '../model/backend.ts';
 import type { ImageRef } from '../operators/records.ts';
 
 /**
@@ -58,6 +59,8 @@ export interface PipelineContext {
   readonly retryFailed: boolean;
   /** Draw progress bars; the runner's choice is passed on for stages that log. */
   readonly interactive: boolean;
+  /** Backend forced for the run, which stages that start worker threads pass on. */
+  readonly backend?: BackendName | undefined;
   readonly shared: Map<string, unknown>;
 }
 

@@ -340,7 +340,7 @@ export async function runPipeline(pipeline: ValidatedPipeline, options: RunPipel
 
   const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? pipeline.cacheDir);
   const cache = cacheDir === undefined ? undefined : ArtifactCache.open(cacheDir);
-  const context: PipelineContext = { specDir: pipeline.specDir, retryFailed: options.retryFailed === true, interactive, shared: new Map() };
+  const context: PipelineContext = { specDir: pipeline.specDir, retryFailed: options.retryFailed === true, interactive, backend: options.backend, shared: new Map() };
 
   let opened: { images: readonly ImageRef[]; stages: LiveStage[] };
   try {
