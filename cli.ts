@@ -16,6 +16,7 @@ import { readImageFolder, readImageList } from './datasets/imageFolder.ts';
 import type { FacePolicy, NoFacePolicy } from './operators/detectFaces.ts';
 import type { LandmarkRefinement } from './model/mtcnnDetect.ts';
 import { addRunCommand } from './commands/run.ts';
+import { addCacheCommands } from './commands/cache.ts';
 
 function positiveInteger(value: string): number {
   const parsed = Number(value);
@@ -245,6 +246,7 @@ program
   });
 
 addRunCommand(program, prepareReportPath);
+addCacheCommands(program);
 
 // A reader that closes stdout early (`| head`) is not an error of ours: stop quietly.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

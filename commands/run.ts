@@ -2,7 +2,7 @@
  * `sphereface run SPEC`: runs a pipeline spec (YAML or JSON), or with `--dry-run` prints its
  * stage graph and what the cache already holds.
  */
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 
 import { InvalidArgumentError, type Command } from 'commander';
 
@@ -102,7 +102,12 @@ export function addRunCommand(program: Command, prepareReportPath: (file: string
         process.stdout.write(`\n${report.images} images through ${report.name} in ${report.seconds.toFixed(1)} s, ${report.rejected.length} rejected\n`);
         process.stdout.write(`${formatStageCounts(report)}\n`);
         if (report.result !== undefined) process.stdout.write(`\n${formatFoldTable(report.result)}\n${formatSummary(report.result)}\n`);
-        if (reportFile !== undefined) await writeFile(reportFile, `${JSON.stringify(report, null, 2)}\n`);
+        if (reportFile !== undefined) {
+          // Written whole under a temporary name first, so a killed run never leaves half a report.
+          const temporary = `${reportFile}.tmp-${process.pid}`;
+          await writeFile(temporary, `${JSON.stringify(report, null, 2)}\n`);
+          await rename(temporary, reportFile);
+        }
       },
     );
 }
