@@ -17,10 +17,12 @@ export interface CachedSpec<I extends ImageRef, O> {
   readonly params: unknown;
   /**
    * Content hash of an input (for an image, `hashFile(ref.path)`). Returning a string instead
-   * of a promise lets a cache hit be emitted synchronously. A throw or rejected promise turns
-   * that input into a `Rejected` record.
+   * of a promise lets a cache hit be emitted synchronously. `undefined` sends the input to the
+   * stage without looking it up or storing its output, for inputs that cannot be hashed but
+   * that the stage should still see (a missing file, which the stage then rejects with its own
+   * reason). A throw or rejected promise turns that input into a `Rejected` record.
    */
-  readonly inputHash: (input: I) => Promise<string> | string;
+  readonly inputHash: (input: I) => Promise<string | undefined> | string | undefined;
   /** Keys of the artifacts this stage's output was computed from, in a fixed order. */
   readonly upstream?: readonly string[] | ((input: I) => readonly string[]);
   readonly encode: (output: O) => Uint8Array;
@@ -162,8 +164,15 @@ export function cached<I extends ImageRef, O>(
         slot.output = output;
       };
 
-      // Looks the key up and either resolves the slot or sends its input to the stage.
-      const lookUp = (slot: Slot<I, O>, inputHash: string): void => {
+      // Looks the key up and either resolves the slot or sends its input to the stage. Without
+      // a hash the input goes to the stage, uncached.
+      const lookUp = (slot: Slot<I, O>, inputHash: string | undefined): void => {
+        if (inputHash === undefined) {
+          counters.misses++;
+          misses.push(slot);
+          stageInput.next(slot.input);
+          return;
+        }
         const key = keyOf(slot.input, inputHash);
         slot.key = key;
         const entry = cache.get(key);
@@ -205,9 +214,20 @@ export function cached<I extends ImageRef, O>(
           missHead = 0;
         }
 
-        const key = slot.key as string;
-        if (isRejected(output)) {
-          cache.putFailure(key, output.reason, { stage: spec.stage, meta: { failedStage: output.stage } });
+        // Pairing outputs with inputs by position is safe only if the stage keeps them in order;
+        // storing another image's output under this key would poison every later run.
+        const outputId = (output as { id?: unknown }).id;
+        if (typeof outputId === 'string' && outputId !== slot.input.id) {
+          fail(new Error(`cached(${spec.stage}): the wrapped stage emitted ${outputId} where ${slot.input.id} was next; it must emit one record per input, in input order`));
+          return;
+        }
+        const key = slot.key;
+        if (key === undefined) {
+          // The input could not be hashed, so its output is passed on without being stored.
+        } else if (isRejected(output)) {
+          // Filed under the stage that failed, which may lie inside the wrapped one, so that
+          // pruning that stage's failures lets them run again.
+          cache.putFailure(key, output.reason, { stage: output.stage, meta: { failedStage: output.stage } });
           counters.storedFailures++;
         } else {
           const meta = spec.meta?.(output);
@@ -243,13 +263,13 @@ export function cached<I extends ImageRef, O>(
           const slot: Slot<I, O> = { input: value, done: false, output: undefined, key: undefined };
           slots.push(slot);
           try {
-            let hash: Promise<string> | string;
+            let hash: Promise<string | undefined> | string | undefined;
             try {
               hash = spec.inputHash(value);
             } catch (error) {
               hash = Promise.reject(error);
             }
-            if (typeof hash === 'string') {
+            if (typeof hash === 'string' || hash === undefined) {
               lookUp(slot, hash);
               flush();
               return;

@@ -203,7 +203,7 @@ async function decodeWithSettings(ref: ImageRef, settings: ReadSettings): Promis
       ref,
       STAGE,
       `${ref.path} is ${header.width}×${header.height} = ${pixels} pixels, over the limit of ${settings.maxPixels} pixels. ` +
-        'Raise the limit (--max-pixels on the command line, maxPixels of readImages in code) to decode it',
+        'Raise the limit (--max-pixels of eval and preprocess, params.maxPixels of readImages in a spec, maxPixels in code) to decode it',
     );
   }
 

@@ -28,7 +28,7 @@ import { readImages } from '../operators/readImages.ts';
 import { isRejected, reject, type AlignedFace, type DecodedImage, type Feature, type Landmarks, type Maybe } from '../operators/records.ts';
 import { similarityAlign } from '../operators/similarityAlign.ts';
 import { landmarksFrom, modelDigest } from './lfwEval.ts';
-import { defineSource, defineStage, type OperatorDefinition, type OpenedStage } from './operatorDefinition.ts';
+import { defineSource, defineStage, SOURCE_IDS, type OperatorDefinition, type OpenedStage } from './operatorDefinition.ts';
 import { cropPath } from './preprocess.ts';
 
 const PositiveInt = Schema.Int.pipe(Schema.positive());
@@ -94,7 +94,10 @@ const readImagesStage = defineStage({
   shape: 'per-item',
   open: async (params) => ({
     operator: readImages({ concurrency: params.concurrency, maxPixels: params.maxPixels }) as OpenedStage['operator'],
-    keyParams: { maxPixels: params.maxPixels },
+    // Neither setting changes a decoded image: maxPixels only decides which images are
+    // rejected. So raising it reuses every stored result, and images rejected under the old
+    // limit run again with --retry-failed.
+    keyParams: {},
   }),
 });
 
@@ -313,6 +316,16 @@ const kFoldVerifyStage = defineStage({
     }
     if (pairs === undefined) throw new Error('kFoldVerify needs pairs: give params.pairs, or start the pipeline with the lfw source');
     if (pairs.folds < 2) throw new Error(`${pairs.file}: ${pairs.folds} fold(s); k-fold verification needs at least 2 (use the View 2 pairs.txt)`);
+    // Checked now rather than after every feature is computed: a pair whose image the source
+    // does not list can never be scored, and dropping it would shift the folds.
+    const listed = context.shared.get(SOURCE_IDS) as ReadonlySet<string> | undefined;
+    const unlisted = listed === undefined ? [] : uniqueImages(pairs.pairs).filter((ref) => !listed.has(ref.id));
+    if (unlisted.length > 0) {
+      throw new Error(
+        `${unlisted.length} image(s) of ${pairs.file} are not among the images the source lists, so their pairs cannot be scored: ` +
+          `${unlisted.slice(0, 5).map((ref) => ref.id).join(', ')}${unlisted.length > 5 ? ', …' : ''}`,
+      );
+    }
     return { operator: kFoldVerify(pairs.pairs) as OpenedStage['operator'] };
   },
 });
@@ -327,9 +340,10 @@ const writeCrops = defineStage({
   version: 1,
   shape: 'per-item',
   open: async (params) => {
-    // Temporary files of a run that was killed mid-write; their crops are written again.
+    // Temporary files of runs that were killed mid-write; their crops are written again. Files
+    // of a process that still runs (a concurrent run into the same folder) are left alone.
     const leftovers = await fg('**/.tmp-*.png', { cwd: params.out, dot: true, absolute: true });
-    await Promise.all(leftovers.map((file) => rm(file, { force: true })));
+    await Promise.all(leftovers.filter((file) => !isRunning(Number(/\.tmp-(\d+)-/.exec(path.basename(file))?.[1]))).map((file) => rm(file, { force: true })));
     const owners = new Map<string, string>();
     const write = async (face: Maybe<AlignedFace>): Promise<Maybe<AlignedFace>> => {
       if (isRejected(face)) return face;
@@ -355,6 +369,18 @@ const writeCrops = defineStage({
     return { operator: concatMap(write) as OpenedStage['operator'] };
   },
 });
+
+/** Returns whether a process with this id exists (a signal-0 probe). */
+function isRunning(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: the process exists but belongs to another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /** Every operator a spec can name without plugins. */
 export const BUILTIN_OPERATORS: readonly OperatorDefinition[] = [

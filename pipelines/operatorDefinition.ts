@@ -51,6 +51,9 @@ export interface PathParameter {
   readonly kind: 'file' | 'folder' | 'output-folder' | 'model';
 }
 
+/** Key in `PipelineContext.shared` of the set of image ids the source listed. */
+export const SOURCE_IDS = 'source.ids';
+
 /** Values that stages hand to later stages, such as the pairs an LFW source read. */
 export interface PipelineContext {
   /** Absolute folder of the spec file; relative paths in the spec are resolved against it. */

@@ -14,7 +14,9 @@
  * A stage whose stored output needs its input back (detections need the pixels) wraps only
  * itself.
  */
-import { from, identity, ignoreElements, lastValueFrom, tap, type Observable, type OperatorFunction } from 'rxjs';
+import { existsSync } from 'node:fs';
+
+import { catchError, from, identity, ignoreElements, lastValueFrom, Observable, Subject, tap, type OperatorFunction } from 'rxjs';
 
 import { ArtifactCache, hashFile, sha256Hex } from '../lib/artifactCache.ts';
 import { log } from '../lib/log.ts';
@@ -24,7 +26,7 @@ import { cached, type CachedOperator } from '../operators/cached.ts';
 import { flowControl } from '../operators/flowControl.ts';
 import type { VerificationReport } from '../operators/kFoldVerify.ts';
 import { isRejected, type ImageRef, type Maybe, type Rejected } from '../operators/records.ts';
-import type { OpenedStage, PipelineContext, StageDefinition } from './operatorDefinition.ts';
+import { SOURCE_IDS, type OpenedStage, type PipelineContext, type StageDefinition } from './operatorDefinition.ts';
 import type { ValidatedPipeline, ValidatedStage } from './spec.ts';
 import { StageProgress } from './stageProgress.ts';
 
@@ -96,19 +98,30 @@ interface LiveStage {
   readonly cacheable: boolean;
   readonly counts: StageCounts;
   cachedOperator?: CachedOperator<ImageRef, unknown>;
+  /** Records the stage has received and not yet emitted (per-item stages). */
+  held?: () => number;
 }
 
 /** Sources list their images up front; every other stage is opened here. */
-async function openStages(pipeline: ValidatedPipeline, context: PipelineContext, cache: ArtifactCache | undefined): Promise<{ images: readonly ImageRef[]; stages: LiveStage[] }> {
+async function openStages(pipeline: ValidatedPipeline, context: PipelineContext, cacheEnabled: boolean): Promise<{ images: readonly ImageRef[]; stages: LiveStage[] }> {
   const [first, ...rest] = pipeline.stages;
   if (first === undefined || first.definition.kind !== 'source') throw new Error('a pipeline starts with a source');
-  const images = await first.definition.open(first.params, context);
+  const opening = async <T>(spec: ValidatedStage, open: () => Promise<T>): Promise<T> => {
+    try {
+      return await open();
+    } catch (error) {
+      throw new StageError(`${spec.path} (${spec.label})`, error instanceof Error ? error.message : String(error), { cause: error });
+    }
+  };
+  const source = first.definition;
+  const images = await opening(first, () => source.open(first.params, context));
+  context.shared.set(SOURCE_IDS, new Set(images.map((ref) => ref.id)));
   const stages: LiveStage[] = [];
   try {
     for (const spec of rest) {
       const definition = spec.definition as StageDefinition;
-      const opened = await definition.open(spec.params, context);
-      const cacheable = cache !== undefined && spec.cache && opened.cache !== undefined && definition.shape === 'per-item';
+      const opened = await opening(spec, () => definition.open(spec.params, context));
+      const cacheable = cacheEnabled && spec.cache && opened.cache !== undefined && definition.shape === 'per-item';
       stages.push({
         spec,
         definition,
@@ -163,16 +176,21 @@ class KeyChains {
     private readonly refs: ReadonlyMap<string, ImageRef>,
   ) {}
 
-  /** Returns the key input of stage `index` for image `id`. */
-  async inputOf(id: string, index: number): Promise<string> {
-    const chain = await this.chainOf(id);
-    return chain[index] as string;
+  /**
+   * Returns the key input of stage `index` for image `id`, or undefined when the image file
+   * cannot be read. Such an image then runs uncached, and `readImages` rejects it with the
+   * reason.
+   */
+  async inputOf(id: string, index: number): Promise<string | undefined> {
+    const chain = await this.chainOf(id).catch(() => undefined);
+    return chain?.[index];
   }
 
   /** Returns the artifact key of stage `index` for image `id`. */
   async keyOf(id: string, index: number): Promise<string> {
     const stage = this.stages[index] as LiveStage;
-    return ArtifactCache.key({ stage: stage.definition.name, version: stage.definition.version, params: stage.keyParams, input: await this.inputOf(id, index) });
+    const input = (await this.chainOf(id))[index] as string;
+    return ArtifactCache.key({ stage: stage.definition.name, version: stage.definition.version, params: stage.keyParams, input });
   }
 
   forget(id: string): void {
@@ -220,31 +238,92 @@ function reasonKey(record: Rejected): string {
   return (record.reason.split('\n')[0] ?? '').replaceAll(record.path, '<image>').replaceAll(record.id, '<id>');
 }
 
-/** Wraps a stage's operator so that its inputs, outputs, rejections and active time are counted. */
-function counted(stage: LiveStage): OperatorFunction<unknown, unknown> {
+/** Raised for a fault of one stage, with the stage's place in the spec in the message. */
+export class StageError extends Error {
+  override readonly name = 'StageError';
+  constructor(
+    readonly stage: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${stage}: ${message}`, options);
+  }
+}
+
+/** Returns the ids a record stands for: a batch's items, or the record itself. */
+function idsIn(record: unknown): string[] {
+  const items = (record as Partial<Batch<ImageRef>>).items;
+  return Array.isArray(items) ? items.map((item) => item.id) : [(record as ImageRef).id];
+}
+
+/**
+ * Wraps a stage's operator so that its inputs, outputs, rejections and active time are counted,
+ * and so that a per-item stage that drops, duplicates or reorders records stops the run with
+ * an error naming it, instead of stalling the run or mixing up images.
+ */
+function counted(stage: LiveStage, onActivity: () => void = () => undefined): OperatorFunction<unknown, unknown> {
   const counts = stage.counts;
+  const where = `${stage.spec.path} (${stage.spec.label})`;
+  const checkOrder = stage.definition.shape === 'per-item';
   return (source) => {
     const passing = new Set<string>();
+    // Ids of the records in flight through the stage, oldest first.
+    let pending: string[] = [];
+    let head = 0;
     let firstIn: number | undefined;
+    stage.held = () => pending.length - head;
+
+    const expectOutput = (record: unknown): void => {
+      for (const id of idsIn(record)) {
+        const expected = pending[head];
+        if (expected === undefined) {
+          throw new StageError(where, `emitted ${id} with no input left to match it; a per-item stage must emit exactly one record per input`);
+        }
+        if (id !== expected) {
+          throw new StageError(where, `emitted ${id} where ${expected} was next; a per-item stage must emit exactly one record per input, in input order`);
+        }
+        head++;
+      }
+      if (head > 1024 && head * 2 > pending.length) {
+        pending = pending.slice(head);
+        head = 0;
+      }
+    };
+
     return source.pipe(
       tap((record) => {
         firstIn ??= performance.now();
+        onActivity();
+        if (checkOrder) pending.push(...idsIn(record));
         if (isRejected(record)) passing.add(record.id);
         else counts.inputs += itemsIn(record);
       }),
       stage.opened.operator,
-      tap((record) => {
-        if (firstIn !== undefined) counts.activeSeconds = (performance.now() - firstIn) / 1000;
-        if (!isRejected(record)) {
-          if (stage.definition.shape !== 'terminal') counts.outputs += itemsIn(record);
-          return;
-        }
-        if (passing.delete(record.id)) {
-          counts.passedOn++;
-          return;
-        }
-        const reason = reasonKey(record);
-        counts.rejected[reason] = (counts.rejected[reason] ?? 0) + 1;
+      tap({
+        next: (record) => {
+          onActivity();
+          if (firstIn !== undefined) counts.activeSeconds = (performance.now() - firstIn) / 1000;
+          if (checkOrder) expectOutput(record);
+          if (!isRejected(record)) {
+            if (stage.definition.shape !== 'terminal') counts.outputs += itemsIn(record);
+            return;
+          }
+          if (passing.delete(record.id)) {
+            counts.passedOn++;
+            return;
+          }
+          const reason = reasonKey(record);
+          counts.rejected[reason] = (counts.rejected[reason] ?? 0) + 1;
+        },
+        complete: () => {
+          if (checkOrder && head < pending.length) {
+            throw new StageError(where, `completed without emitting a record for ${pending.length - head} input(s), the first ${pending[head]}; a per-item stage must emit one record per input`);
+          }
+        },
+      }),
+      catchError((error: unknown) => {
+        if (error instanceof StageError) throw error;
+        throw new StageError(where, error instanceof Error ? error.message : String(error), { cause: error });
       }),
     );
   };
@@ -255,11 +334,17 @@ function counted(stage: LiveStage): OperatorFunction<unknown, unknown> {
  * from image refs to the last stage's records, with cache wrappers placed as the file header
  * describes.
  */
-function buildChain(stages: readonly LiveStage[], cache: ArtifactCache | undefined, keys: KeyChains, retryFailed: boolean): OperatorFunction<Maybe<ImageRef>, unknown> {
+function buildChain(
+  stages: readonly LiveStage[],
+  cache: ArtifactCache | undefined,
+  keys: KeyChains,
+  retryFailed: boolean,
+  onActivity: () => void,
+): OperatorFunction<Maybe<ImageRef>, unknown> {
   let chain: OperatorFunction<Maybe<ImageRef>, unknown> = identity as OperatorFunction<Maybe<ImageRef>, unknown>;
   stages.forEach((stage, index) => {
     const inner = chain;
-    const operator = counted(stage);
+    const operator = counted(stage, onActivity);
     if (!stage.cacheable || cache === undefined) {
       chain = (source) => source.pipe(inner, operator);
       return;
@@ -344,7 +429,7 @@ export async function runPipeline(pipeline: ValidatedPipeline, options: RunPipel
 
   let opened: { images: readonly ImageRef[]; stages: LiveStage[] };
   try {
-    opened = await openStages(pipeline, context, cache);
+    opened = await openStages(pipeline, context, cache !== undefined);
   } catch (error) {
     cache?.close();
     throw error;
@@ -356,7 +441,28 @@ export async function runPipeline(pipeline: ValidatedPipeline, options: RunPipel
   const perItem = terminal === undefined ? stages : stages.slice(0, -1);
   const refs = new Map(images.map((ref) => [ref.id, ref]));
   const keys = new KeyChains(perItem, refs);
-  const chain = buildChain(perItem, cache, keys, options.retryFailed === true);
+  let lastActivity = performance.now();
+  const chain = buildChain(perItem, cache, keys, options.retryFailed === true, () => {
+    lastActivity = performance.now();
+  });
+  const stall = new Subject<never>();
+  const stallError = (why: string): Error => {
+    const holders = perItem
+      .filter((stage) => (stage.held?.() ?? 0) > 0)
+      .map((stage) => `${stage.spec.path} (${stage.spec.label}) holds ${stage.held?.() ?? 0} record(s) it has not emitted`);
+    return new Error(
+      `the run stalled: ${why}, with ${finished} of ${images.length} images finished. ${holders.join('; ') || 'No stage holds a record'}. ` +
+        'A stage that drops records instead of rejecting them stalls the run; a per-item stage must emit one record per input.',
+    );
+  };
+  // An empty event loop while the run is unfinished means no stage can make progress.
+  const onBeforeExit = (): void => stall.error(stallError('nothing is left to run'));
+  process.once('beforeExit', onBeforeExit);
+  const watchdog = setInterval(() => {
+    const idle = (performance.now() - lastActivity) / 1000;
+    if (idle > pipeline.stallTimeoutSeconds) stall.error(stallError(`no stage emitted a record for ${Math.round(idle)} s (stallTimeoutSeconds ${pipeline.stallTimeoutSeconds})`));
+  }, Math.min(5000, pipeline.stallTimeoutSeconds * 250));
+  watchdog.unref();
 
   const flow = flowControl(pipeline.maxInFlight);
   const rejected: Rejected[] = [];
@@ -384,13 +490,24 @@ export async function runPipeline(pipeline: ValidatedPipeline, options: RunPipel
 
   let result: VerificationReport | undefined;
   try {
-    const perImage = from(images).pipe(flow.admit(), chain, tap(afterChain), flow.release(itemsIn));
+    const main = from(images).pipe(flow.admit(), chain, tap(afterChain), flow.release(itemsIn));
+    // The run's records, failing with the stall error if the watchdog raises one.
+    const perImage = new Observable<unknown>((subscriber) => {
+      const watch = stall.subscribe({ error: (error: unknown) => subscriber.error(error) });
+      const run = main.subscribe(subscriber);
+      return () => {
+        watch.unsubscribe();
+        run.unsubscribe();
+      };
+    });
     if (terminal === undefined) {
       await lastValueFrom(perImage.pipe(ignoreElements()), { defaultValue: undefined });
     } else {
       result = (await lastValueFrom(perImage.pipe(counted(terminal)))) as VerificationReport;
     }
   } finally {
+    clearInterval(watchdog);
+    process.removeListener('beforeExit', onBeforeExit);
     bars.stop();
     await disposeStages(stages);
     cache?.close();
@@ -449,16 +566,17 @@ export interface PipelinePlan {
 export async function planPipeline(pipeline: ValidatedPipeline, options: Pick<RunPipelineOptions, 'cacheDir' | 'backend'> = {}): Promise<PipelinePlan> {
   if (pipeline.stages.some((stage) => stage.definition.usesTensors === true)) await initBackend(options.backend);
   const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? pipeline.cacheDir);
-  const cache = cacheDir === undefined ? undefined : ArtifactCache.open(cacheDir);
+  // A dry run creates no cache: a folder that does not exist yet holds nothing.
+  const cache = cacheDir === undefined || !existsSync(cacheDir) ? undefined : ArtifactCache.open(cacheDir);
   const context: PipelineContext = { specDir: pipeline.specDir, retryFailed: false, interactive: false, shared: new Map() };
   try {
-    const { images, stages } = await openStages(pipeline, context, cache);
+    const { images, stages } = await openStages(pipeline, context, cacheDir !== undefined);
     try {
       const perItem = stages.filter((stage) => stage.definition.shape !== 'terminal');
       const keys = new KeyChains(perItem, new Map(images.map((ref) => [ref.id, ref])));
       const states = perItem.map(() => ({ artifacts: 0, failures: 0, missing: 0 }));
       const unreadable: Array<{ id: string; error: string }> = [];
-      if (cache !== undefined) {
+      if (cacheDir !== undefined) {
         for (const ref of images) {
           for (const [index, stage] of perItem.entries()) {
             if (!stage.cacheable) continue;
@@ -470,7 +588,7 @@ export async function planPipeline(pipeline: ValidatedPipeline, options: Pick<Ru
               break;
             }
             const state = states[index] as { artifacts: number; failures: number; missing: number };
-            const kind = cache.kindOf(key);
+            const kind = cache?.kindOf(key);
             if (kind === 'artifact') state.artifacts++;
             else if (kind === 'failure') state.failures++;
             else state.missing++;

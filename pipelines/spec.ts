@@ -33,7 +33,7 @@ import { parseDocument } from 'yaml';
 
 import { dataRoot, modelsRoot } from '../lib/paths.ts';
 import { BUILTIN_OPERATORS } from './builtinOperators.ts';
-import { isAssignable, type OperatorDefinition, type PathParameter, type RecordType } from './operatorDefinition.ts';
+import { isAssignable, RECORD_TYPES, type OperatorDefinition, type PathParameter, type RecordType } from './operatorDefinition.ts';
 
 /** Version of the spec format that this code reads. */
 export const SPEC_VERSION = 1;
@@ -57,6 +57,8 @@ export const PipelineSpecSchema = Schema.Struct({
   cache: Schema.optional(Schema.String),
   /** Images admitted into the pipeline and not yet finished; bounds memory. Default 64, or twice the largest batch. */
   maxInFlight: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  /** Seconds without any stage emitting a record, while images are in flight, before the run fails as stalled. Default 600. */
+  stallTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())),
   stages: Schema.NonEmptyArray(StageSpecSchema),
 });
 
@@ -99,6 +101,7 @@ export interface ValidatedPipeline {
   readonly stages: readonly ValidatedStage[];
   readonly cacheDir: string | undefined;
   readonly maxInFlight: number;
+  readonly stallTimeoutSeconds: number;
 }
 
 export interface ValidateOptions {
@@ -135,36 +138,89 @@ function decodeWith<A>(schema: Schema.Schema<A, unknown>, value: unknown, prefix
     path: formatPath(issue.path, prefix),
     message: issue.message,
   }));
-  // An optional field fails as a union of its type and undefined; the second branch's
-  // "Expected undefined" only repeats the first, so it is dropped when the first is present.
-  const issues = all.filter(
-    (issue) => !(issue.message.startsWith('Expected undefined,') && all.some((other) => other.path === issue.path && other !== issue)),
+  // An optional field fails as a union of its type and undefined. The "Expected undefined"
+  // branch only repeats what the other issues at that field, or inside it, already say.
+  const kept = all.filter(
+    (issue) =>
+      !(issue.message.startsWith('Expected undefined,') && all.some((other) => other !== issue && (other.path === issue.path || other.path.startsWith(issue.path)))),
   );
-  return { issues };
+  return { issues: mergeAlternatives(kept).map(shortenTypeMessage) };
+}
+
+/** Merges `Expected "a", actual "x"` and `Expected "b", actual "x"` at one field into one issue. */
+function mergeAlternatives(issues: readonly SpecIssue[]): SpecIssue[] {
+  const merged: SpecIssue[] = [];
+  for (const issue of issues) {
+    const match = /^Expected (.*), actual (.*)$/s.exec(issue.message);
+    const earlier = merged.find((other) => other.path === issue.path);
+    const earlierMatch = earlier === undefined ? null : /^Expected (.*), actual (.*)$/s.exec(earlier.message);
+    if (earlier !== undefined && match !== null && earlierMatch !== null && earlierMatch[2] === match[2]) {
+      const index = merged.indexOf(earlier);
+      merged[index] = { path: issue.path, message: `Expected ${earlierMatch[1]} or ${match[1]}, actual ${match[2]}` };
+      continue;
+    }
+    merged.push(issue);
+  }
+  return merged;
+}
+
+/** Replaces an effect message that spells out a whole TypeScript type with a short description. */
+function shortenTypeMessage(issue: SpecIssue): SpecIssue {
+  const match = /^Expected \{ readonly [\s\S]*, actual ([\s\S]*)$/.exec(issue.message) ?? /^Expected ReadonlyArray<[\s\S]*, actual ([\s\S]*)$/.exec(issue.message);
+  if (match === null) return issue;
+  const actual = match[1] ?? '';
+  if (issue.path === '(spec)') return { path: issue.path, message: `expected a mapping with "version: 1" and "stages", actual ${actual}` };
+  if (issue.path === 'stages') return { path: issue.path, message: `expected a list of stages such as [{ op: lfw }, { op: readImages }], actual ${actual}` };
+  if (/^stages\[\d+\]$/.test(issue.path)) return { path: issue.path, message: `expected a stage such as { op: readImages, params: { concurrency: 2 } }, actual ${actual}` };
+  return issue;
 }
 
 const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
-/** Replaces `${name}` in every string of `value`, recording unknown names as issues. */
-function substitute(value: unknown, variables: ReadonlyMap<string, string>, where: string, issues: SpecIssue[]): unknown {
+/** Joins a field path: `stages` + `[2]`, `stages[2]` + `params`. */
+function joinPath(base: string, key: string | number): string {
+  if (typeof key === 'number') return `${base}[${key}]`;
+  return base === '' ? key : `${base}.${key}`;
+}
+
+/**
+ * Replaces `${name}` in every string of `value`, recording the names used and unknown names as
+ * issues. A string that is exactly one variable whose value reads as a number or a boolean
+ * becomes that number or boolean, so `--set` can give numeric parameters.
+ */
+function substitute(value: unknown, variables: ReadonlyMap<string, string>, where: string, issues: SpecIssue[], used: Set<string>): unknown {
   if (typeof value === 'string') {
-    return value.replace(VARIABLE, (whole, name: string) => {
+    const whole = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(value);
+    const single = whole === null ? undefined : variables.get(whole[1] as string);
+    if (single !== undefined) {
+      used.add(whole?.[1] as string);
+      if (/^-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/.test(single)) return Number(single);
+      if (single === 'true' || single === 'false') return single === 'true';
+      return single;
+    }
+    return value.replace(VARIABLE, (match, name: string) => {
       const replacement = variables.get(name);
       if (replacement === undefined) {
-        issues.push({ path: where, message: `unknown variable ${whole}; define it under vars or pass --set ${name}=VALUE (known: ${[...variables.keys()].join(', ')})` });
-        return whole;
+        issues.push({ path: where, message: `unknown variable ${match}; define it under vars or pass --set ${name}=VALUE (known: ${[...variables.keys()].join(', ')})` });
+        return match;
       }
+      used.add(name);
       return replacement;
     });
   }
-  if (Array.isArray(value)) return value.map((item, i) => substitute(item, variables, `${where}[${i}]`, issues));
+  if (Array.isArray(value)) return value.map((item, i) => substitute(item, variables, joinPath(where, i), issues, used));
   if (typeof value === 'object' && value !== null) {
-    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, substitute(item, variables, `${where}.${key}`, issues)]));
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, substitute(item, variables, joinPath(where, key), issues, used)]));
   }
   return value;
 }
 
-async function checkPath(parameter: PathParameter, value: string, where: string): Promise<string | undefined> {
+/** Returns the variable a string starts with (`${out}/crops` gives `out`), if any. */
+function leadingVariable(value: unknown): string | undefined {
+  return typeof value === 'string' ? /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}/.exec(value)?.[1] : undefined;
+}
+
+async function checkPath(parameter: PathParameter, value: string): Promise<string | undefined> {
   if (parameter.kind === 'model') {
     const colon = value.indexOf(':');
     const file = colon < 0 ? '' : value.slice(colon + 1);
@@ -184,7 +240,6 @@ async function checkPath(parameter: PathParameter, value: string, where: string)
     case 'output-folder':
       return found === undefined || found.isDirectory() ? undefined : `${value} is a file; expected a folder (created if missing)`;
   }
-  void where;
 }
 
 /** Resolves a parameter path against `base`; a model spec keeps its NAME and resolves its PATH. */
@@ -211,6 +266,9 @@ function bridgeFor(from: RecordType, to: RecordType, operators: ReadonlyMap<stri
 export async function validatePipeline(spec: unknown, options: ValidateOptions = {}): Promise<ValidatedPipeline> {
   const source = options.source ?? '<inline>';
   const specDir = path.resolve(options.specDir ?? process.cwd());
+  if (Array.isArray((spec as { stages?: unknown } | null)?.stages) && (spec as { stages: unknown[] }).stages.length === 0) {
+    throw new SpecError(source, [{ path: 'stages', message: 'empty; expected at least a source stage, such as { op: imageFolder, params: { root: photos } }' }]);
+  }
   const decoded = decodeWith(PipelineSpecSchema as unknown as Schema.Schema<Schema.Schema.Type<typeof PipelineSpecSchema>, unknown>, spec, '');
   if (decoded.value === undefined) throw new SpecError(source, decoded.issues);
   const issues: SpecIssue[] = [];
@@ -221,25 +279,62 @@ export async function validatePipeline(spec: unknown, options: ValidateOptions =
     ['specDir', specDir],
     ['cache', path.resolve(process.env['SPHEREFACE_CACHE'] ?? '.sphereface-cache')],
   ]);
-  // A variable may use the built-in ones and those defined before it.
-  for (const [name, value] of Object.entries(decoded.value.vars ?? {})) {
-    if (options.set?.[name] === undefined) variables.set(name, substitute(value, variables, `vars.${name}`, issues) as string);
-  }
-  // A value given on the command line that looks like a relative path is meant relative to
-  // where the command runs, not to the spec file. Model specs (NAME:PATH) are left alone.
+  const used = new Set<string>();
+  // Variables whose values count as given on the command line: a relative path in them is
+  // taken from the working directory, not from the spec file's folder.
+  const fromCommandLine = new Set<string>();
   for (const [name, value] of Object.entries(options.set ?? {})) {
-    const looksLikePath = (value.startsWith('.') || value.includes('/')) && !value.includes(':');
-    variables.set(name, looksLikePath ? path.resolve(value) : value);
+    if (value === '') issues.push({ path: `--set ${name}`, message: 'empty value; expected --set NAME=VALUE with a value' });
+    variables.set(name, value);
+    fromCommandLine.add(name);
   }
-  const resolved = substitute(decoded.value, variables, '', issues) as typeof decoded.value;
+  // A variable may use the built-in ones, those given with --set, and those defined before it.
+  for (const [name, value] of Object.entries(decoded.value.vars ?? {})) {
+    if (fromCommandLine.has(name)) continue;
+    variables.set(name, String(substitute(value, variables, `vars.${name}`, issues, used)));
+    const leading = leadingVariable(value);
+    if (leading !== undefined && fromCommandLine.has(leading)) fromCommandLine.add(name);
+  }
+  const resolved = substitute(decoded.value, variables, '', issues, used) as typeof decoded.value;
+  for (const name of Object.keys(options.set ?? {})) {
+    if (!used.has(name) && !Object.hasOwn(decoded.value.vars ?? {}, name)) {
+      issues.push({ path: `--set ${name}`, message: `the spec uses no variable \${${name}}; its variables are ${[...variables.keys()].filter((v) => !fromCommandLine.has(v) || used.has(v)).join(', ')}` });
+    }
+  }
+  /** Returns the folder a relative path in `raw` (the field before substitution) is taken from. */
+  const baseOf = (raw: unknown): string => {
+    const leading = leadingVariable(raw);
+    return leading !== undefined && fromCommandLine.has(leading) ? process.cwd() : specDir;
+  };
 
   const operators = new Map<string, OperatorDefinition>(BUILTIN_OPERATORS.map((definition) => [definition.name, definition]));
-  for (const definition of options.operators ?? []) operators.set(definition.name, definition);
+  const origins = new Map<string, string>(BUILTIN_OPERATORS.map((definition) => [definition.name, 'a built-in operator']));
+  const addOperators = (definitions: readonly unknown[], where: string): void => {
+    for (const [j, definition] of definitions.entries()) {
+      const problem = definitionProblem(definition);
+      if (problem !== undefined) {
+        issues.push({ path: `${where}.operators[${j}]`, message: problem });
+        continue;
+      }
+      const { name } = definition as OperatorDefinition;
+      const origin = origins.get(name);
+      if (origin !== undefined) {
+        issues.push({ path: `${where}.operators[${j}]`, message: `defines "${name}", which is already ${origin}; give the operator another name, so that results stored under one cannot be read as the other's` });
+        continue;
+      }
+      operators.set(name, definition as OperatorDefinition);
+      origins.set(name, `defined by ${where}`);
+    }
+  };
+  addOperators(options.operators ?? [], 'options');
   for (const [i, plugin] of (resolved.plugins ?? []).entries()) {
     const where = `plugins[${i}]`;
     const file = path.resolve(specDir, plugin);
     const loaded = await import(pathToFileURL(file).href).catch((error: unknown) => {
-      issues.push({ path: where, message: `cannot load plugin ${file}: ${(error as Error).message}` });
+      const hint = /require\(\) ES Module|Cannot find package/.test((error as Error).message)
+        ? '. A TypeScript plugin outside a package with "type": "module" must be named .mts, and the packages it imports (effect, rxjs) must be installed where Node.js can find them from the plugin'
+        : '';
+      issues.push({ path: where, message: `cannot load plugin ${file}: ${(error as Error).message}${hint}` });
       return undefined;
     });
     if (loaded === undefined) continue;
@@ -248,7 +343,7 @@ export async function validatePipeline(spec: unknown, options: ValidateOptions =
       issues.push({ path: where, message: `${file} exports no "operators" array; expected export const operators = [defineStage({...})]` });
       continue;
     }
-    for (const definition of exported as OperatorDefinition[]) operators.set(definition.name, definition);
+    addOperators(exported, where);
   }
 
   const stages: ValidatedStage[] = [];
@@ -288,9 +383,11 @@ export async function validatePipeline(spec: unknown, options: ValidateOptions =
       for (const parameter of definition.pathParams ?? []) {
         const raw = value[parameter.name];
         if (typeof raw !== 'string') continue;
-        const absolute = resolvePath(parameter, raw, specDir);
+        if (raw.includes('${')) continue; // an unknown variable, reported above
+        const original = (decoded.value.stages[index]?.params as Record<string, unknown> | undefined)?.[parameter.name];
+        const absolute = resolvePath(parameter, raw, baseOf(original));
         value[parameter.name] = absolute;
-        const problem = await checkPath(parameter, parameter.kind === 'model' ? absolute : absolute, `${where}.params.${parameter.name}`);
+        const problem = await checkPath(parameter, absolute);
         if (problem !== undefined) issues.push({ path: `${where}.params.${parameter.name}`, message: problem });
       }
       const problem = definition.kind === 'stage' ? definition.check?.(value as never) : undefined;
@@ -312,6 +409,10 @@ export async function validatePipeline(spec: unknown, options: ValidateOptions =
   if (maxInFlight < largestBatch) {
     issues.push({ path: 'maxInFlight', message: `${maxInFlight} is smaller than the batch size ${largestBatch}; a batch could never fill. Expected at least ${largestBatch}` });
   }
+  if (resolved.cache !== undefined && resolved.cache.trim() === '') {
+    issues.push({ path: 'cache', message: 'empty; give a cache folder, or remove the field to run without a cache' });
+  }
+  checkOutputsOutsideInputs(stages, issues);
   if (issues.length > 0) throw new SpecError(source, issues);
 
   return {
@@ -319,9 +420,59 @@ export async function validatePipeline(spec: unknown, options: ValidateOptions =
     specDir,
     name: resolved.name ?? (source === '<inline>' ? 'pipeline' : path.basename(source).replace(/\.[^.]+$/, '')),
     stages,
-    cacheDir: resolved.cache === undefined ? undefined : path.resolve(specDir, resolved.cache),
+    cacheDir: resolved.cache === undefined ? undefined : path.resolve(baseOf(decoded.value.cache), resolved.cache),
     maxInFlight,
+    stallTimeoutSeconds: resolved.stallTimeoutSeconds ?? 600,
   };
+}
+
+/** Returns why a plugin's export is not an operator definition, or undefined when it is one. */
+function definitionProblem(definition: unknown): string | undefined {
+  if (typeof definition !== 'object' || definition === null) return `expected an operator definition made with defineStage or defineSource, got ${JSON.stringify(definition)}`;
+  const d = definition as Record<string, unknown>;
+  if (typeof d['name'] !== 'string' || d['name'] === '') return 'the definition has no name';
+  const name = d['name'];
+  if (d['kind'] !== 'source' && d['kind'] !== 'stage') return `${name}: kind must be "source" or "stage" (use defineStage or defineSource)`;
+  if (!Schema.isSchema(d['params'])) return `${name}: params must be an effect Schema, such as Schema.Struct({...})`;
+  if (typeof d['open'] !== 'function') return `${name}: open must be a function`;
+  const types = Object.keys(RECORD_TYPES);
+  if (d['kind'] === 'source') return d['output'] === 'ImageRef' ? undefined : `${name}: a source must give ImageRef records`;
+  for (const side of ['input', 'output'] as const) {
+    if (!types.includes(d[side] as string)) return `${name}: ${side} ${JSON.stringify(d[side])} is not a record type; expected one of ${types.join(', ')}`;
+  }
+  if (!['per-item', 'batching', 'terminal'].includes(d['shape'] as string)) return `${name}: shape must be per-item, batching or terminal, got ${JSON.stringify(d['shape'])}`;
+  if (typeof d['version'] !== 'number' || !Number.isFinite(d['version'])) return `${name}: version must be a number`;
+  return undefined;
+}
+
+/**
+ * Adds an issue for every output folder that is, contains or lies inside a folder the source
+ * reads images from, because files written there would overwrite or join the inputs.
+ */
+function checkOutputsOutsideInputs(stages: readonly ValidatedStage[], issues: SpecIssue[]): void {
+  const [source] = stages;
+  if (source === undefined || source.definition.kind !== 'source' || source.params === undefined) return;
+  // Images lie under the source's folder parameters (a list's `root`), or next to its list
+  // file when no folder is given.
+  const valuesOf = (kind: PathParameter['kind']): string[] =>
+    (source.definition.pathParams ?? [])
+      .filter((parameter) => parameter.kind === kind)
+      .map((parameter) => (source.params as Record<string, unknown>)[parameter.name])
+      .filter((value): value is string => typeof value === 'string');
+  const folders = valuesOf('folder');
+  const inputs = folders.length > 0 ? folders : valuesOf('file').map((file) => path.dirname(file));
+  const inside = (a: string, b: string): boolean => a === b || a.startsWith(`${b}${path.sep}`);
+  for (const stage of stages) {
+    for (const parameter of stage.definition.pathParams ?? []) {
+      if (parameter.kind !== 'output-folder') continue;
+      const value = (stage.params as Record<string, unknown> | undefined)?.[parameter.name];
+      if (typeof value !== 'string') continue;
+      const clash = inputs.find((input) => inside(value, input) || inside(input, value));
+      if (clash !== undefined) {
+        issues.push({ path: `${stage.path}.params.${parameter.name}`, message: `${value} overlaps ${clash}, which the source reads images from; choose an output folder outside it, so that outputs cannot overwrite or join the inputs` });
+      }
+    }
+  }
 }
 
 function sourcesOf(operators: ReadonlyMap<string, OperatorDefinition>): string {
