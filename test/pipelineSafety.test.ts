@@ -1,5 +1,5 @@
-// Defects found by trying pipeline specs as a new user would. Each test states the behaviour
-// that docs/PIPELINES.md promises or that a user would expect, and fails while the defect remains.
+// Mistakes a user or a plugin author can make with pipeline specs, and the behaviour
+// docs/PIPELINES.md promises for each: a clear error, never a wrong result or a stalled run.
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
