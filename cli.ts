@@ -16,6 +16,7 @@ import { readImageFolder, readImageList } from './datasets/imageFolder.ts';
 import type { FacePolicy, NoFacePolicy } from './operators/detectFaces.ts';
 import type { LandmarkRefinement } from './model/mtcnnDetect.ts';
 import { addRunCommand } from './commands/run.ts';
+import { ENGINE_NAMES, type EngineName } from './model/engine.ts';
 import { addCacheCommands } from './commands/cache.ts';
 
 function positiveInteger(value: string): number {
@@ -68,6 +69,7 @@ program
   .option('--batch-size <n>', 'faces per forward pass; the mirrors double it', positiveInteger, 32)
   .option('--max-pixels <n>', 'reject images with more pixels than this before decoding them', positiveInteger, 50_000_000)
   .addOption(new Option('--backend <name>', 'force a tensor backend instead of the fastest that loads').choices([...BACKEND_NAMES]))
+  .addOption(new Option('--engine <name>', 'run the network on ONNX Runtime or TensorFlow.js (default: ONNX Runtime when the network exports to it)').choices([...ENGINE_NAMES]))
   .option('--cache <dir>', 'artifact cache folder: reuse the features of images, landmarks and model that are unchanged')
   .option('--no-progress', 'log progress lines instead of drawing a bar, even on a terminal')
   .action(async (options: {
@@ -86,6 +88,7 @@ program
     batchSize: number;
     maxPixels: number;
     backend?: string;
+    engine?: EngineName;
     progress: boolean;
   }) => {
     const defaults = lfwPaths(options.data === undefined ? dataRoot() : path.resolve(options.data));
@@ -103,11 +106,13 @@ program
       maxPixels: options.maxPixels,
       ...(options.cache === undefined ? {} : { cacheDir: path.resolve(options.cache) }),
       ...(options.backend === undefined ? {} : { backend: parseBackendName(options.backend) }),
+      ...(options.engine === undefined ? {} : { engine: options.engine }),
       ...(options.progress ? {} : { progressBar: false }),
     });
 
     const { report, timings } = result;
-    process.stdout.write(`\nLFW ${result.counts.pairs} pairs, ${report.folds.length}-fold verification, ${String(result.settings['modelName'])} on ${result.backend.name}\n\n`);
+    const engine = result.settings['engine'] === 'onnx' ? 'ONNX Runtime' : result.backend.name;
+    process.stdout.write(`\nLFW ${result.counts.pairs} pairs, ${report.folds.length}-fold verification, ${String(result.settings['modelName'])} on ${engine}\n\n`);
     process.stdout.write(`${formatFoldTable(report)}\n\n${formatSummary(report)}\n`);
     log.info(
       {

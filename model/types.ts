@@ -20,6 +20,12 @@ export interface EmbeddingModel {
    * The caller owns the returned tensor; no intermediate tensor outlives the call.
    */
   predict(input: tf.Tensor4D): tf.Tensor2D;
+  /**
+   * Runs the network outside TensorFlow.js (ONNX Runtime) on `n` normalised NHWC images and
+   * returns [n, embeddingSize] row-major. When present, feature extraction uses it instead of
+   * `predict`.
+   */
+  embed?(batch: Float32Array, n: number): Promise<Float32Array>;
   /** Releases the weight tensors. The model cannot be used afterwards. */
   dispose(): void;
 }

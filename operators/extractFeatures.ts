@@ -49,6 +49,8 @@ export async function embedBatch(
   const pixels = new Uint8Array(n * height * width * 3);
   faces.forEach((face, i) => pixels.set(face.rgb, i * height * width * 3));
 
+  if (model.embed !== undefined) return embedOutsideTfjs(model as EmbeddingModel & Required<Pick<EmbeddingModel, 'embed'>>, pixels, n, mirror);
+
   const output = tf.tidy(() => {
     const input = normalizePixels(tf.tensor4d(pixels, [n, height, width, 3], 'int32'), model);
     const both = mirror ? tf.concat([input, flipHorizontal(input)], 0) : input;
@@ -64,6 +66,38 @@ export async function embedBatch(
   } finally {
     output.dispose();
   }
+}
+
+/**
+ * `embedBatch` for a model that runs outside TensorFlow.js: the pixels are normalised and
+ * mirrored with tfjs as for `predict`, then the 2N images go through `model.embed` in one call.
+ */
+async function embedOutsideTfjs(
+  model: EmbeddingModel & Required<Pick<EmbeddingModel, 'embed'>>,
+  pixels: Uint8Array,
+  n: number,
+  mirror: boolean,
+): Promise<Float32Array[]> {
+  const { height, width } = model.inputSize;
+  const input = tf.tidy(() => {
+    const normalized = normalizePixels(tf.tensor4d(pixels, [n, height, width, 3], 'int32'), model);
+    return mirror ? tf.concat([normalized, flipHorizontal(normalized)], 0) : normalized;
+  });
+  let values: Float32Array;
+  try {
+    values = (await input.data()) as Float32Array;
+  } finally {
+    input.dispose();
+  }
+  const size = model.embeddingSize;
+  const output = await model.embed(values, mirror ? 2 * n : n);
+  return Array.from({ length: n }, (_, i) => {
+    if (!mirror) return output.slice(i * size, (i + 1) * size);
+    const feature = new Float32Array(2 * size);
+    feature.set(output.subarray(i * size, (i + 1) * size), 0);
+    feature.set(output.subarray((n + i) * size, (n + i + 1) * size), size);
+    return feature;
+  });
 }
 
 /**

@@ -18,7 +18,7 @@ import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts'
 import { lfwPaths, modelsRoot } from '../lib/paths.ts';
 import { loadMtcnn, MTCNN_MODEL_FILES } from '../model/mtcnn.ts';
 import { resolveMtcnnOptions } from '../model/mtcnnDetect.ts';
-import { loadEmbeddingModel } from '../model/registry.ts';
+import { loadEngineModel } from '../model/engine.ts';
 import { batch } from '../operators/batch.ts';
 import { detectFaces, type FaceImage } from '../operators/detectFaces.ts';
 import { detectFacesInWorkers } from '../operators/detectFacesInWorkers.ts';
@@ -272,6 +272,8 @@ const extractFeaturesStage = defineStage({
   params: Schema.Struct({
     model: Schema.String,
     mirror: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+    /** Inference engine; `auto` takes ONNX Runtime when the network exports to it. */
+    engine: Schema.optionalWith(Schema.Literal('auto', 'onnx', 'tfjs'), { default: () => 'auto' as const }),
   }),
   pathParams: [{ name: 'model', kind: 'model' }],
   input: 'FaceBatch',
@@ -280,10 +282,11 @@ const extractFeaturesStage = defineStage({
   version: 1,
   shape: 'per-item',
   open: async (params) => {
-    const model = await loadEmbeddingModel(params.model);
+    const model = await loadEngineModel(params.model, params.engine === 'auto' ? undefined : params.engine);
     return {
       operator: extractFeatures(model, { mirror: params.mirror }) as OpenedStage['operator'],
-      keyParams: { model: model.name, weights: await modelDigest(params.model), mirror: params.mirror },
+      // The engines agree to about 1e-6, not bit for bit, so each keeps its own features.
+      keyParams: { model: model.name, weights: await modelDigest(params.model), mirror: params.mirror, engine: model.engine },
       cache: {
         selfContained: true,
         encode: (feature: Feature) => new Uint8Array(feature.vector.buffer, feature.vector.byteOffset, feature.vector.byteLength),

@@ -12,7 +12,7 @@ import { log } from '../lib/log.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
 import { loadMtcnn } from '../model/mtcnn.ts';
 import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
-import { loadEmbeddingModel } from '../model/registry.ts';
+import { loadEngineModel, type EngineName } from '../model/engine.ts';
 import { batch } from '../operators/batch.ts';
 import { cached } from '../operators/cached.ts';
 import { centerFaceIndex, detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
@@ -60,6 +60,8 @@ export interface LfwEvalOptions {
   readonly batchSize?: number;
   /** Force one backend; by default the fastest that loads. */
   readonly backend?: BackendName;
+  /** Inference engine for the network; by default ONNX Runtime when the network exports to it. */
+  readonly engine?: EngineName;
   /** Reject images with more pixels than this before decoding (default 50,000,000). */
   readonly maxPixels?: number;
   /** Images decoded at once (default 2). */
@@ -219,8 +221,8 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   const mtcnn = resolveMtcnnOptions(options.mtcnn);
   const nets = detect ? await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' }) : undefined;
 
-  const model = await loadEmbeddingModel(options.model);
-  log.info({ model: model.name, input: model.inputSize, channelOrder: model.channelOrder, embedding: model.embeddingSize }, 'model loaded');
+  const model = await loadEngineModel(options.model, options.engine);
+  log.info({ model: model.name, engine: model.engine, input: model.inputSize, channelOrder: model.channelOrder, embedding: model.embeddingSize }, 'model loaded');
 
   const timings: ExtractTimings = { seconds: 0, images: 0 };
   // The window bounds decoded images in flight: enough for a few batches to overlap decoding
@@ -253,6 +255,8 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
             params: {
               model: model.name,
               modelFile: await modelDigest(options.model),
+              // The engines agree to about 1e-6, not bit for bit, so each keeps its own features.
+              engine: model.engine,
               template: SPHEREFACE_TEMPLATE,
               outputSize: SPHEREFACE_OUTPUT_SIZE,
               feature: 'image ++ mirror',
@@ -306,6 +310,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
       landmarkOrigin: detect || options.landmarks.endsWith('.jsonl') ? 'one-based' : (options.landmarkOrigin ?? 'one-based'),
       model: options.model,
       modelName: model.name,
+      engine: model.engine,
       inputSize: model.inputSize,
       channelOrder: model.channelOrder,
       normalization: model.normalization,
