@@ -8,7 +8,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 
 import { parseBackendName } from '../model/backend.ts';
 import { formatFoldTable, formatSummary } from '../pipelines/formatReport.ts';
-import { planPipeline, runPipeline, type PipelinePlan, type PipelineReport } from '../pipelines/runPipeline.ts';
+import { planPipeline, rejectedTotal, runPipeline, type PipelinePlan, type PipelineReport } from '../pipelines/runPipeline.ts';
 import { loadPipeline } from '../pipelines/spec.ts';
 
 function collectVariable(value: string, previous: Record<string, string>): Record<string, string> {
@@ -40,7 +40,7 @@ export function formatPlan(plan: PipelinePlan): string {
 export function formatStageCounts(report: PipelineReport): string {
   const rows = [['stage', 'in', 'out', 'cached', 'stored', 'skipped', 'rejected', 'active s']];
   for (const stage of report.stages) {
-    const rejected = Object.values(stage.rejected).reduce((a, b) => a + b, 0);
+    const rejected = rejectedTotal(stage);
     rows.push([
       stage.label,
       String(stage.inputs),

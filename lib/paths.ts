@@ -4,6 +4,12 @@
  */
 import path from 'node:path';
 
+/** Returns whether two absolute paths are the same, or one lies inside the other. */
+export function pathsOverlap(a: string, b: string): boolean {
+  const inside = (child: string, parent: string): boolean => child === parent || child.startsWith(`${parent}${path.sep}`);
+  return inside(a, b) || inside(b, a);
+}
+
 export function dataRoot(env: NodeJS.ProcessEnv = process.env): string {
   return path.resolve(env['SPHEREFACE_DATA'] ?? './data');
 }

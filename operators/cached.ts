@@ -214,8 +214,8 @@ export function cached<I extends ImageRef, O>(
           missHead = 0;
         }
 
-        // Pairing outputs with inputs by position is safe only if the stage keeps them in order;
-        // storing another image's output under this key would poison every later run.
+        // Outputs are paired with inputs by position, which is safe only if the stage keeps
+        // them in order. Another image's output stored under this key would poison later runs.
         const outputId = (output as { id?: unknown }).id;
         if (typeof outputId === 'string' && outputId !== slot.input.id) {
           fail(new Error(`cached(${spec.stage}): the wrapped stage emitted ${outputId} where ${slot.input.id} was next; it must emit one record per input, in input order`));

@@ -67,7 +67,7 @@ export interface PipelineContext {
   readonly shared: Map<string, unknown>;
 }
 
-/** How a cacheable stage stores one output. */
+/** Storage form of one output of a cacheable stage. */
 export interface StageCache<I, O> {
   readonly encode: (output: O) => Uint8Array;
   /** Rebuilds an output from stored bytes and the stage's input record. */

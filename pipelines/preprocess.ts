@@ -15,6 +15,7 @@ import { hashFile } from '../lib/artifactCache.ts';
 import { formatEntry, formatHeader, type DetectedFace, type DetectionsEntry } from '../lib/detectionsFile.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
 import { log } from '../lib/log.ts';
+import { pathsOverlap } from '../lib/paths.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
 import { loadMtcnn } from '../model/mtcnn.ts';
 import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
@@ -81,8 +82,7 @@ export function cropPath(out: string, faceId: string): string {
 export async function checkOutputs(out: string, detectionsFile: string, imageRoots: readonly string[]): Promise<void> {
   const absoluteOut = path.resolve(out);
   for (const root of imageRoots.map((r) => path.resolve(r))) {
-    const inside = (a: string, b: string): boolean => a === b || a.startsWith(`${b}${path.sep}`);
-    if (inside(absoluteOut, root) || inside(root, absoluteOut)) {
+    if (pathsOverlap(absoluteOut, root)) {
       throw new Error(`output folder ${absoluteOut} overlaps the images folder ${root}; choose an output folder outside it, so that crops cannot overwrite photos`);
     }
   }

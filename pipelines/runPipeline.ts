@@ -9,8 +9,9 @@
  * before anything runs, so a change to one stage's parameters changes its key and every key
  * after it, and none before it.
  *
- * A cacheable stage whose stored output stands alone (aligned crops, features) wraps the whole
- * pipeline up to and including itself: on a hit nothing before it runs, not even decoding.
+ * A cacheable stage whose stored output is complete on its own (aligned crops, features) wraps
+ * the whole pipeline up to and including itself, so on a hit nothing before it runs, not even
+ * decoding.
  * A stage whose stored output needs its input back (detections need the pixels) wraps only
  * itself.
  */
@@ -56,7 +57,7 @@ export interface StageCounts {
   cacheHits: number;
   /** Images whose output the stage computed and stored. */
   stored: number;
-  /** Images rejected because the cache holds a failure of this stage for them. */
+  /** Images rejected because the cache contains a failure of this stage for them. */
   cachedFailures: number;
   /** Images this stage never saw because a later stage's cache had their result. */
   skipped: number;
@@ -87,6 +88,11 @@ export interface PipelineReport {
   };
   /** The terminal stage's result, such as the k-fold verification report. */
   readonly result?: VerificationReport | undefined;
+}
+
+/** Returns the number of rejections a stage made, over all reasons. */
+export function rejectedTotal(counts: Pick<StageCounts, 'rejected'>): number {
+  return Object.values(counts.rejected).reduce((a, b) => a + b, 0);
 }
 
 /** One stage opened for a run, with what the runner derives from it. */
@@ -163,6 +169,11 @@ async function disposeStages(stages: readonly LiveStage[]): Promise<void> {
   }
 }
 
+/** Returns the key of a stage's artifact for a key input, as `cached` computes it. */
+function artifactKey(stage: LiveStage, input: string): string {
+  return ArtifactCache.key({ stage: stage.definition.name, version: stage.definition.version, params: stage.keyParams, input });
+}
+
 /**
  * Computes the cache-key chain of each image: `chain[i]` is the key input of stage i (0-based
  * among the non-source stages), which `cached` hashes with the stage's name, version and
@@ -188,9 +199,7 @@ class KeyChains {
 
   /** Returns the artifact key of stage `index` for image `id`. */
   async keyOf(id: string, index: number): Promise<string> {
-    const stage = this.stages[index] as LiveStage;
-    const input = (await this.chainOf(id))[index] as string;
-    return ArtifactCache.key({ stage: stage.definition.name, version: stage.definition.version, params: stage.keyParams, input });
+    return artifactKey(this.stages[index] as LiveStage, (await this.chainOf(id))[index] as string);
   }
 
   forget(id: string): void {
@@ -217,7 +226,7 @@ class KeyChains {
       inputs.push(input);
       // A batching stage changes grouping, not content, so the chain passes through it.
       if (stage.definition.shape === 'per-item') {
-        previous = ArtifactCache.key({ stage: stage.definition.name, version: stage.definition.version, params: stage.keyParams, input });
+        previous = artifactKey(stage, input);
       }
     }
     return inputs;
@@ -398,7 +407,7 @@ function settleCounts(stages: readonly LiveStage[]): void {
  */
 function countCachedFailures(stages: readonly LiveStage[], rejected: readonly Rejected[]): void {
   for (const stage of stages) {
-    const computed = Object.values(stage.counts.rejected).reduce((a, b) => a + b, 0);
+    const computed = rejectedTotal(stage.counts);
     const fromCache = rejected.filter((record) => record.stage === stage.definition.name);
     // Rejections of this stage that its operator did not make came from the cache.
     let surplus = fromCache.length - computed;
@@ -566,7 +575,7 @@ export interface PipelinePlan {
 export async function planPipeline(pipeline: ValidatedPipeline, options: Pick<RunPipelineOptions, 'cacheDir' | 'backend'> = {}): Promise<PipelinePlan> {
   if (pipeline.stages.some((stage) => stage.definition.usesTensors === true)) await initBackend(options.backend);
   const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? pipeline.cacheDir);
-  // A dry run creates no cache: a folder that does not exist yet holds nothing.
+  // A dry run creates no cache, and a folder that does not exist yet contains nothing.
   const cache = cacheDir === undefined || !existsSync(cacheDir) ? undefined : ArtifactCache.open(cacheDir);
   const context: PipelineContext = { specDir: pipeline.specDir, retryFailed: false, interactive: false, shared: new Map() };
   try {

@@ -31,7 +31,7 @@ import { pathToFileURL } from 'node:url';
 import { Either, ParseResult, Schema } from 'effect';
 import { parseDocument } from 'yaml';
 
-import { dataRoot, modelsRoot } from '../lib/paths.ts';
+import { dataRoot, modelsRoot, pathsOverlap } from '../lib/paths.ts';
 import { BUILTIN_OPERATORS } from './builtinOperators.ts';
 import { isAssignable, RECORD_TYPES, type OperatorDefinition, type PathParameter, type RecordType } from './operatorDefinition.ts';
 
@@ -139,7 +139,7 @@ function decodeWith<A>(schema: Schema.Schema<A, unknown>, value: unknown, prefix
     message: issue.message,
   }));
   // An optional field fails as a union of its type and undefined. The "Expected undefined"
-  // branch only repeats what the other issues at that field, or inside it, already say.
+  // branch only repeats the other issues at that field or inside it, so it is dropped.
   const kept = all.filter(
     (issue) =>
       !(issue.message.startsWith('Expected undefined,') && all.some((other) => other !== issue && (other.path === issue.path || other.path.startsWith(issue.path)))),
@@ -461,13 +461,12 @@ function checkOutputsOutsideInputs(stages: readonly ValidatedStage[], issues: Sp
       .filter((value): value is string => typeof value === 'string');
   const folders = valuesOf('folder');
   const inputs = folders.length > 0 ? folders : valuesOf('file').map((file) => path.dirname(file));
-  const inside = (a: string, b: string): boolean => a === b || a.startsWith(`${b}${path.sep}`);
   for (const stage of stages) {
     for (const parameter of stage.definition.pathParams ?? []) {
       if (parameter.kind !== 'output-folder') continue;
       const value = (stage.params as Record<string, unknown> | undefined)?.[parameter.name];
       if (typeof value !== 'string') continue;
-      const clash = inputs.find((input) => inside(value, input) || inside(input, value));
+      const clash = inputs.find((input) => pathsOverlap(value, input));
       if (clash !== undefined) {
         issues.push({ path: `${stage.path}.params.${parameter.name}`, message: `${value} overlaps ${clash}, which the source reads images from; choose an output folder outside it, so that outputs cannot overwrite or join the inputs` });
       }

@@ -5,12 +5,11 @@
 import cliProgress from 'cli-progress';
 
 import { log } from '../lib/log.ts';
-import type { StageCounts } from './runPipeline.ts';
+import { rejectedTotal, type StageCounts } from './runPipeline.ts';
 
 /** Images a stage has finished with: its outputs, rejections, cache hits and skips. */
 export function settledImages(counts: StageCounts): number {
-  const rejected = Object.values(counts.rejected).reduce((a, b) => a + b, 0);
-  return counts.outputs + rejected + counts.passedOn + counts.cacheHits + counts.cachedFailures + counts.skipped;
+  return counts.outputs + rejectedTotal(counts) + counts.passedOn + counts.cacheHits + counts.cachedFailures + counts.skipped;
 }
 
 export class StageProgress {
@@ -92,5 +91,5 @@ export class StageProgress {
 }
 
 function rejectedOf(stage: StageCounts): number {
-  return Object.values(stage.rejected).reduce((a, b) => a + b, 0) + stage.cachedFailures;
+  return rejectedTotal(stage) + stage.cachedFailures;
 }
