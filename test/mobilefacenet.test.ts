@@ -198,7 +198,7 @@ t.test('registry', async (t) => {
 
   await t.rejects(loadEmbeddingModel('resnet50:/models/r50.pt'), {
     name: 'ModelSpecError',
-    message: 'unknown model "resnet50" in spec "resnet50:/models/r50.pt": known models are mobilefacenet, sphereface20',
+    message: 'unknown model "resnet50" in spec "resnet50:/models/r50.pt": known models are mobilefacenet, sphereface4, sphereface10, sphereface20, sphereface36, sphereface64',
   });
   await t.rejects(loadEmbeddingModel('mobilefacenet:/nonexistent/068.ckpt'), {
     name: 'ModelSpecError',
