@@ -18,6 +18,7 @@ import type { LandmarkRefinement } from './model/mtcnnDetect.ts';
 import { addRunCommand } from './commands/run.ts';
 import { ENGINE_NAMES, type EngineName } from './model/engine.ts';
 import { addCacheCommands } from './commands/cache.ts';
+import { addTrainCommand } from './commands/train.ts';
 
 function positiveInteger(value: string): number {
   const parsed = Number(value);
@@ -252,6 +253,7 @@ program
 
 addRunCommand(program, prepareReportPath);
 addCacheCommands(program);
+addTrainCommand(program);
 
 // A reader that closes stdout early (`| head`) is not an error of ours: stop quietly.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

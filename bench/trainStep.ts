@@ -1,63 +1,74 @@
 /**
- * Training-step throughput of SphereFace-20: `tf.variableGrads` of a scalar loss over all 62
- * parameters plus a plain SGD update, with the wasm training kernels registered.
- * Usage: `npx tsx bench/trainStep.ts [BATCH] [STEPS] [BACKEND]`
- * (default batch 32, 5 timed steps after 1 warm-up step, backend wasm).
+ * Training-step throughput: one `Trainer.step` of a SphereFace network with the A-Softmax head
+ * (m = 4, the released Caffe layer's gradient) and the reference solver, as `sphereface train`
+ * runs it.
  *
- * The input is seeded Gaussian noise of the network's input shape, because the cost of a step
- * does not depend on pixel values. The loss is the sum of squares of the 512-d embedding. It
- * replaces the A-Softmax classifier `fc6`, which would add one 512 × classes matrix product.
+ * Usage: `npx tsx bench/trainStep.ts [BATCH] [STEPS] [BACKEND] [DEPTH] [HxW] [CLASSES]`
+ * (default batch 32, 5 timed steps after 1 warm-up step, backend wasm, SphereFace-20 at
+ * 112x96, 10,572 classes as CASIA-WebFace after the LFW overlap is removed).
+ *
+ * The pixels are a fixed pattern and the labels spread over the classes, because the cost of a
+ * step does not depend on their values. The script prints one JSON line, with the growth of
+ * `tf.memory().numTensors` per step after the warm-up, which must be 0.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, parseBackendName } from '../model/backend.ts';
-import { randomSphereFace20, SphereFace20 } from '../model/sphereface20.ts';
-import { registerWasmTrainingKernels } from '../model/wasmKernels.ts';
 
-const batchSize = Number(process.argv[2] ?? 32);
-const steps = Number(process.argv[3] ?? 5);
-if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batch size "${process.argv[2]}" is invalid, expected a positive integer`);
-if (!Number.isInteger(steps) || steps < 1) throw new Error(`step count "${process.argv[3]}" is invalid, expected a positive integer`);
-const backend = await initBackend(parseBackendName(process.argv[4] ?? 'wasm'));
-registerWasmTrainingKernels();
+import { initBackend, parseBackendName, prepareTraining } from '../model/backend.ts';
+import { REFERENCE_SOLVER } from '../model/solver.ts';
+import type { SphereFaceDepth } from '../model/sphereface.ts';
+import { Trainer } from '../model/trainer.ts';
 
-const initial = randomSphereFace20(0);
-const variables = new Map<string, tf.Variable>();
-for (const [name, tensor] of initial.parameters) variables.set(name, tf.variable(tensor, true, name));
-initial.dispose();
-const model = new SphereFace20(variables);
-const input = tf.randomNormal([batchSize, 112, 96, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
-const learningRate = 1e-4;
-
-async function trainStep(): Promise<number> {
-  const { value, grads } = tf.variableGrads(() => tf.sum(tf.square(model.predict(input))) as tf.Scalar, [...variables.values()]);
-  tf.tidy(() => {
-    for (const variable of variables.values()) {
-      const grad = grads[variable.name];
-      if (grad !== undefined) variable.assign(tf.sub(variable, tf.mul(grad, learningRate)));
-    }
-  });
-  const loss = (await value.data())[0] ?? Number.NaN;
-  tf.dispose([value, ...Object.values(grads)]);
-  return loss;
+function integerArgument(index: number, fallback: number, what: string): number {
+  const text = process.argv[index];
+  const value = text === undefined ? fallback : Number(text);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${what} "${text}" is invalid, expected a positive integer`);
+  return value;
 }
 
-await trainStep();
+const batchSize = integerArgument(2, 32, 'batch size');
+const steps = integerArgument(3, 5, 'step count');
+const backend = await initBackend(parseBackendName(process.argv[4] ?? 'wasm'));
+await prepareTraining(backend);
+const depth = integerArgument(5, 20, 'depth') as SphereFaceDepth;
+const sizeMatch = /^([0-9]+)x([0-9]+)$/.exec(process.argv[6] ?? '112x96');
+if (sizeMatch === null) throw new Error(`input size "${process.argv[6]}" is invalid, expected HEIGHTxWIDTH`);
+const inputSize = { height: Number(sizeMatch[1]), width: Number(sizeMatch[2]) };
+const classes = integerArgument(7, 10572, 'class count');
+
+const trainer = new Trainer({
+  network: { depth, inputSize },
+  head: { kind: 'asoftmax', m: 4, gradient: 'reference' },
+  solver: REFERENCE_SOLVER,
+  numClasses: classes,
+  seed: 1,
+});
+const { height, width } = inputSize;
+const batch = {
+  pixels: Uint8Array.from({ length: batchSize * height * width * 3 }, (_, i) => (i * 37) % 256),
+  labels: Int32Array.from({ length: batchSize }, (_, i) => (i * 331) % classes),
+  size: batchSize,
+};
+
+await trainer.step([batch]);
 const tensorsAfterWarmUp = tf.memory().numTensors;
 
 const rates: number[] = [];
 const seconds: number[] = [];
 for (let i = 0; i < steps; i++) {
   const started = performance.now();
-  await trainStep();
+  await trainer.step([batch]);
   const elapsed = (performance.now() - started) / 1000;
   seconds.push(elapsed);
   rates.push(batchSize / elapsed);
 }
+const tensorGrowthPerStep = (tf.memory().numTensors - tensorsAfterWarmUp) / steps;
 rates.sort((a, b) => a - b);
 const median = rates[Math.floor(rates.length / 2)] ?? Number.NaN;
 console.log(
   JSON.stringify({
-    model: model.name,
+    model: trainer.network.name,
+    inputSize: `${height}x${width}`,
+    classes,
     backend: backend.name,
     threads: backend.threads,
     batch: batchSize,
@@ -66,8 +77,7 @@ console.log(
     imagesPerSecondMin: Number((rates[0] ?? Number.NaN).toFixed(2)),
     imagesPerSecondMax: Number((rates[rates.length - 1] ?? Number.NaN).toFixed(2)),
     stepSeconds: seconds.map((s) => Number(s.toFixed(2))),
-    tensorGrowthPerStep: (tf.memory().numTensors - tensorsAfterWarmUp) / steps,
+    tensorGrowthPerStep,
   }),
 );
-input.dispose();
-model.dispose();
+trainer.dispose();

@@ -188,6 +188,32 @@ export function fingerprint(set: TrainingSet): string {
   return hash.digest('hex');
 }
 
+/**
+ * Builds a training set from images whose ids start with their identity folder
+ * (`Identity/file.jpg`, as the `imageFolder` and `lfw` sources give them). Labels follow the
+ * code-unit order of the identity names, as for `readIdentityFolders`.
+ *
+ * @throws Error naming the first id without an identity folder, or when `images` is empty
+ */
+export function trainingSetFromImages(source: string, images: ReadonlyArray<{ readonly id: string; readonly path: string }>): TrainingSet {
+  const groups = new Map<string, SourceImage[]>();
+  for (const image of images) {
+    const slash = image.id.indexOf('/');
+    if (slash <= 0) {
+      throw new Error(`${source}: image id "${image.id}" has no identity folder; expected ids of the form Identity/file.jpg, as the imageFolder and lfw sources give`);
+    }
+    const identity = image.id.slice(0, slash);
+    let group = groups.get(identity);
+    if (group === undefined) {
+      group = [];
+      groups.set(identity, group);
+    }
+    group.push({ id: image.id, path: image.path });
+  }
+  const identities = [...groups.keys()].sort(compareCodeUnits);
+  return buildTrainingSet(source, identities, groups, [], []);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Identity folders
 // ---------------------------------------------------------------------------------------------

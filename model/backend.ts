@@ -134,6 +134,19 @@ export async function initBackend(forced?: BackendName): Promise<BackendInfo> {
   );
 }
 
+/**
+ * Readies the active backend for gradients: registers the gradient functions of tfjs and, on
+ * wasm, the training kernels that backend lacks (`registerWasmTrainingKernels`), on cpu the fast
+ * filter gradient (`registerCpuTrainingKernels`). The native backends have every kernel. Loaded
+ * on demand, because inference needs none of it. Returns the kernel names it registered.
+ */
+export async function prepareTraining(info: BackendInfo): Promise<string[]> {
+  const kernels = await import('./wasmKernels.ts');
+  if (info.name === 'wasm') return kernels.registerWasmTrainingKernels();
+  if (info.name === 'cpu') return kernels.registerCpuTrainingKernels();
+  return [];
+}
+
 /** Returns the active backend, or undefined before `initBackend` has run. */
 export function activeBackend(): BackendInfo | undefined {
   return active;
