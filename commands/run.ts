@@ -7,7 +7,7 @@ import { rename, writeFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
 
 import { parseBackendName } from '../model/backend.ts';
-import { formatFoldTable, formatSummary } from '../pipelines/formatReport.ts';
+import { formatFoldTable, formatSummary, formatTrainingSummary } from '../pipelines/formatReport.ts';
 import { planPipeline, rejectedTotal, runPipeline, type PipelinePlan, type PipelineReport } from '../pipelines/runPipeline.ts';
 import { loadPipeline } from '../pipelines/spec.ts';
 
@@ -101,7 +101,10 @@ export function addRunCommand(program: Command, prepareReportPath: (file: string
         });
         process.stdout.write(`\n${report.images} images through ${report.name} in ${report.seconds.toFixed(1)} s, ${report.rejected.length} rejected\n`);
         process.stdout.write(`${formatStageCounts(report)}\n`);
-        if (report.result !== undefined) process.stdout.write(`\n${formatFoldTable(report.result)}\n${formatSummary(report.result)}\n`);
+        if (report.result !== undefined) {
+          const result = report.result;
+          process.stdout.write('folds' in result ? `\n${formatFoldTable(result)}\n${formatSummary(result)}\n` : `\n${formatTrainingSummary(result)}\n`);
+        }
         if (reportFile !== undefined) {
           // Written whole under a temporary name first, so a killed run never leaves half a report.
           const temporary = `${reportFile}.tmp-${process.pid}`;

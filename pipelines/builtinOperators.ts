@@ -30,6 +30,7 @@ import { similarityAlign } from '../operators/similarityAlign.ts';
 import { landmarksFrom, modelDigest } from './lfwEval.ts';
 import { defineSource, defineStage, SOURCE_IDS, type OperatorDefinition, type OpenedStage } from './operatorDefinition.ts';
 import { cropPath } from './preprocess.ts';
+import { TRAINING_OPERATORS } from './trainOperators.ts';
 
 const PositiveInt = Schema.Int.pipe(Schema.positive());
 const Point = Schema.Tuple(Schema.Number, Schema.Number);
@@ -398,4 +399,5 @@ export const BUILTIN_OPERATORS: readonly OperatorDefinition[] = [
   extractFeaturesStage,
   kFoldVerifyStage,
   writeCrops,
+  ...TRAINING_OPERATORS,
 ];

@@ -1,4 +1,5 @@
 import type { VerificationReport } from '../operators/kFoldVerify.ts';
+import type { TrainingSummary } from './train.ts';
 
 /**
  * Formats a verification report as the per-fold table of the SphereFace README: one column per
@@ -23,4 +24,24 @@ export function formatFoldTable(report: VerificationReport): string {
 export function formatSummary(report: VerificationReport): string {
   const errors = report.total - report.correct;
   return `mean ${(100 * report.mean).toFixed(2)} %, std ${(100 * report.std).toFixed(2)} % (over ${report.folds.length} folds), ${errors} ${errors === 1 ? 'error' : 'errors'} in ${report.total} pairs`;
+}
+
+/** Describes a finished training run: data, iterations, where its checkpoint and log are, and the held-out fold when evaluated. */
+export function formatTrainingSummary(summary: TrainingSummary): string {
+  const lines = [
+    `trained ${summary.model} on ${summary.samples} images of ${summary.classes} identities (${summary.backend.name} backend)`,
+    `iterations ${summary.startIteration} → ${summary.iteration}, stopped by ${summary.stoppedBy}, ${summary.seconds.toFixed(1)} s`,
+    `checkpoint: ${summary.checkpoint}`,
+    `log: ${summary.log}`,
+  ];
+  if (summary.rejected.length > 0) {
+    lines.push(`${summary.rejected.length} images left out:`, ...summary.rejected.slice(0, 10).map((r) => `  ${r.id}: ${r.reason}`));
+  }
+  if (summary.heldOut !== undefined) {
+    const { fold, trained, initial } = summary.heldOut;
+    const row = (name: string, r: typeof trained) =>
+      `  ${name}: ${(100 * r.accuracy).toFixed(2)} % (${r.correct}/${r.total}, threshold ${r.threshold.toFixed(4)})`;
+    lines.push(`held-out LFW fold ${fold} (${trained.total} pairs, threshold from the other nine folds):`, row('trained weights', trained), row('initial weights', initial));
+  }
+  return lines.join('\n');
 }

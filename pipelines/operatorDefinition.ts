@@ -26,6 +26,7 @@ export const RECORD_TYPES = {
   FaceBatch: undefined,
   Feature: 'ImageRef',
   VerificationReport: undefined,
+  TrainingSummary: undefined,
 } as const satisfies Record<string, string | undefined>;
 
 export type RecordType = keyof typeof RECORD_TYPES;

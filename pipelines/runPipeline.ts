@@ -26,6 +26,7 @@ import type { Batch } from '../operators/batch.ts';
 import { cached, type CachedOperator } from '../operators/cached.ts';
 import { flowControl } from '../operators/flowControl.ts';
 import type { VerificationReport } from '../operators/kFoldVerify.ts';
+import type { TrainingSummary } from './train.ts';
 import { isRejected, type ImageRef, type Maybe, type Rejected } from '../operators/records.ts';
 import { SOURCE_IDS, type OpenedStage, type PipelineContext, type StageDefinition } from './operatorDefinition.ts';
 import type { ValidatedPipeline, ValidatedStage } from './spec.ts';
@@ -86,8 +87,8 @@ export interface PipelineReport {
     /** Resident set size after every 1,000 finished images, to show that memory stays flat. */
     readonly samples: ReadonlyArray<{ readonly images: number; readonly rssBytes: number }>;
   };
-  /** The terminal stage's result, such as the k-fold verification report. */
-  readonly result?: VerificationReport | undefined;
+  /** The terminal stage's result: the k-fold verification report, or the summary of a training run. */
+  readonly result?: VerificationReport | TrainingSummary | undefined;
 }
 
 /** Returns the number of rejections a stage made, over all reasons. */
@@ -497,7 +498,7 @@ export async function runPipeline(pipeline: ValidatedPipeline, options: RunPipel
     bars.tick();
   };
 
-  let result: VerificationReport | undefined;
+  let result: VerificationReport | TrainingSummary | undefined;
   try {
     const main = from(images).pipe(flow.admit(), chain, tap(afterChain), flow.release(itemsIn));
     // The run's records, failing with the stall error if the watchdog raises one.
@@ -512,7 +513,7 @@ export async function runPipeline(pipeline: ValidatedPipeline, options: RunPipel
     if (terminal === undefined) {
       await lastValueFrom(perImage.pipe(ignoreElements()), { defaultValue: undefined });
     } else {
-      result = (await lastValueFrom(perImage.pipe(counted(terminal)))) as VerificationReport;
+      result = (await lastValueFrom(perImage.pipe(counted(terminal)))) as VerificationReport | TrainingSummary;
     }
   } finally {
     clearInterval(watchdog);
