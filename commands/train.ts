@@ -103,7 +103,7 @@ function trainingData(options: TrainCommandOptions): TrainingData {
   };
 }
 
-/** The progress line drawn on a terminal, overwritten after every step. */
+/** Formats the progress line drawn on a terminal, overwritten after every step. */
 function progressLine(result: StepResult, maxIterations: number): string {
   const lambda = Number.isNaN(result.lambda) ? '' : ` λ ${result.lambda.toFixed(2)}`;
   return (

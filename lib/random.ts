@@ -44,7 +44,7 @@ export function mixSeed(...words: readonly number[]): number {
   return h >>> 0;
 }
 
-/** A permutation of 0 … n−1 drawn by Fisher–Yates from `uniformGenerator(seed)`. */
+/** Draws a permutation of 0 … n−1 by Fisher–Yates from `uniformGenerator(seed)`. */
 export function permutation(n: number, seed: number): Uint32Array {
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;

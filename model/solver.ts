@@ -88,9 +88,9 @@ export function checkSolverOptions(options: SolverOptions): void {
 }
 
 /**
- * The learning rate of iteration `iteration`, counted from 1. Caffe's multistep policy counts
- * completed iterations from 0, so iteration k here is Caffe's `iter_` = k − 1: with the
- * reference settings iterations 1–16,000 use 0.1, 16,001–24,000 use 0.01, and the rest 0.001.
+ * Returns the learning rate of iteration `iteration`, counted from 1. Caffe's multistep policy
+ * counts completed iterations from 0, so iteration k here is Caffe's `iter_` = k − 1. With the
+ * reference settings, iterations 1–16,000 use 0.1, 16,001–24,000 use 0.01, and the rest 0.001.
  */
 export function learningRateAt(iteration: number, options: SolverOptions): number {
   const completed = iteration - 1;
@@ -120,7 +120,7 @@ export class CaffeSgd {
     }
   }
 
-  /** The parameters the solver changes: those with `lrMult` > 0. */
+  /** Returns the parameters the solver changes, those with `lrMult` > 0. */
   trainable(): tf.Variable[] {
     return this.parameters.filter((p) => p.lrMult > 0).map((p) => p.variable);
   }
@@ -146,7 +146,7 @@ export class CaffeSgd {
     });
   }
 
-  /** The momentum slots, named `momentum/<parameter>`, for a checkpoint. */
+  /** Copies out the momentum slots, named `momentum/<parameter>`, for a checkpoint. */
   async exportSlots(): Promise<NamedArray[]> {
     const out: NamedArray[] = [];
     for (const [name, slot] of this.momentum) {

@@ -37,7 +37,7 @@ export interface MicroBatch {
   readonly size: number;
 }
 
-/** What one optimizer step gives. */
+/** The outcome of one optimizer step. */
 export interface StepOutcome {
   /** The step's number, from 1. */
   readonly iteration: number;
@@ -157,7 +157,7 @@ export class Trainer {
     return { iteration, loss: lossSum / images, accuracy: correctSum / images, lambda, learningRate, images };
   }
 
-  /** Every array a checkpoint needs: the network's parameters, `fc6.weight` and the momentum slots. */
+  /** Copies out every array a checkpoint needs: the network's parameters, `fc6.weight` and the momentum slots. */
   async exportState(): Promise<NamedArray[]> {
     const arrays: NamedArray[] = [];
     for (const [name, variable] of this.variables) {

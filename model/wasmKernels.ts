@@ -378,10 +378,10 @@ export function registerWasmTrainingKernels(): string[] {
 
 /**
  * Replaces the cpu backend's `Conv2DBackpropFilter` with the one above, built from the cpu
- * `Conv2D`. The cpu backend's own kernel indexes a tensor buffer per multiply-add and took
- * 10.7 s of a 10.2 s SphereFace-4 step (28×24, batch 4); it is a pure-JavaScript backend for
- * tests and exact reproduction, where a training step must not take minutes. Returns the names
- * it replaced; a second call returns an empty list.
+ * `Conv2D`. The cpu backend's own kernel indexes a tensor buffer per multiply-add. In one
+ * SphereFace-4 step (28×24, batch 4, tf.profile) it took 10.7 s of kernel time, and this one
+ * 0.27 s. The cpu backend serves tests and exact reproduction, where a step must not take
+ * minutes. Returns the names it replaced, and an empty list on a second call.
  */
 export function registerCpuTrainingKernels(): string[] {
   const kernelName = 'Conv2DBackpropFilter';

@@ -15,7 +15,7 @@ export interface TrainStepOptions {
   readonly accumulate?: number;
 }
 
-/** What `trainStep` emits after each optimizer step. */
+/** The record `trainStep` emits after each optimizer step. */
 export interface StepResult extends StepOutcome {
   /** Epoch of the step's first image. */
   readonly epoch: number;

@@ -23,7 +23,7 @@ export interface TrainingOrderOptions {
   readonly mirror?: boolean;
 }
 
-/** Where one item of the sequence comes from. */
+/** The origin of one item of the sequence. */
 export interface OrderItem {
   readonly epoch: number;
   /** Place within the epoch, from 0. */
@@ -52,7 +52,7 @@ export class TrainingOrder {
     this.mirror = options.mirror ?? true;
   }
 
-  /** The item at place `index` of the endless sequence. */
+  /** Returns the item at place `index` of the endless sequence. */
   item(index: number): OrderItem {
     const epoch = Math.floor(index / this.sampleCount);
     const position = index - epoch * this.sampleCount;
@@ -65,7 +65,7 @@ export class TrainingOrder {
     return { epoch, position, sample, mirror };
   }
 
-  /** The items of batch `batch`, counted from 0. */
+  /** Returns the items of batch `batch`, counted from 0. */
   batchItems(batch: number): OrderItem[] {
     const first = batch * this.batchSize;
     return Array.from({ length: this.batchSize }, (_, k) => this.item(first + k));
@@ -162,7 +162,7 @@ export function loadTrainingBatches(
   );
 }
 
-/** The numbers of batches `first` … `first + count − 1`, as the head of a training pipeline. */
+/** Emits the batch numbers `first` … `first + count − 1`, as the head of a training pipeline. */
 export function batchNumbers(first: number, count: number): Observable<number> {
   return range(first, Math.max(0, count));
 }

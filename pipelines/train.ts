@@ -6,7 +6,7 @@
  *
  * A credit window bounds the batches loaded ahead of the step that is running. The run stops at
  * the solver's last iteration, at the time budget, or at SIGINT/SIGTERM, and in each case saves a
- * checkpoint first. With `resume`, it continues from the newest valid checkpoint in `out`; the
+ * checkpoint first. With `resume`, it continues from the newest valid checkpoint in `out`. The
  * data order, mirror decisions, λ and learning rate then continue as if the run had never
  * stopped, because each is a function of the seed and the iteration.
  */
@@ -374,9 +374,9 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
       log.info({ checkpoint: lastCheckpoint, iteration: trainer.iteration }, `checkpoint at iteration ${trainer.iteration}`);
     };
 
-    // The window holds one step's micro-batches, so the next step's batches are admitted only
-    // after this step's result has been logged and checkpointed, and a stop takes effect between
-    // two steps with nothing half done.
+    // The window admits one step's micro-batches. The next step's batches enter only after this
+    // step's result has been logged and checkpointed, so a stop takes effect between two steps
+    // with nothing half done.
     const flow = flowControl(accumulate);
     await lastValueFrom(
       defer(() => batchNumbers(firstBatch, batchCount)).pipe(

@@ -1,6 +1,6 @@
 /**
- * The `train` stage of a pipeline spec: 16 real LFW photos of 4 people are decoded, aligned from
- * the landmark file and trained on; a second run takes the crops from the cache and resumes from
+ * The `train` stage of a pipeline spec. 16 real LFW photos of 4 people are decoded, aligned from
+ * the landmark file and trained on. A second run takes the crops from the cache and resumes from
  * the checkpoint instead of starting again.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
