@@ -3,7 +3,7 @@ import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { from, lastValueFrom, of, tap as tapOperator, toArray } from 'rxjs';
+import { from, lastValueFrom, of, Subject, tap as tapOperator, toArray } from 'rxjs';
 import t from 'tap';
 
 import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
@@ -116,33 +116,67 @@ t.test('bad records become the single-thread rejections', async (t) => {
   t.notOk(isRejected(goodOut), 'a good image between bad ones is aligned');
 });
 
-t.test('in-flight images stay within maxInFlight', async (t) => {
-  const maxInFlight = 3;
-  let dispatched = 0;
-  let emitted = 0;
-  let maxSeen = 0;
-  const out = await lastValueFrom(
-    from(refs).pipe(
-      decodeAndAlignInWorkers({
-        threads: 2,
-        maxInFlight,
-        landmarksOf: (ref) => {
-          dispatched += 1;
-          maxSeen = Math.max(maxSeen, dispatched - emitted);
-          return landmarks.get(ref.id);
-        },
-      }),
-      tapOperator(() => {
-        emitted += 1;
-        // A slow consumer: block the main thread, so the workers finish long before it requests more.
-        const until = performance.now() + 20;
-        while (performance.now() < until);
-      }),
+for (const maxInFlight of [3, 8]) {
+  // With 8, tasks carry 2 images each, so the window is checked for tasks of several images too.
+  t.test(`in-flight images stay within maxInFlight ${maxInFlight}`, async (t) => {
+    let dispatched = 0;
+    let emitted = 0;
+    let maxSeen = 0;
+    const out = await lastValueFrom(
+      from(refs).pipe(
+        decodeAndAlignInWorkers({
+          threads: 2,
+          maxInFlight,
+          landmarksOf: (ref) => {
+            dispatched += 1;
+            maxSeen = Math.max(maxSeen, dispatched - emitted);
+            return landmarks.get(ref.id);
+          },
+        }),
+        tapOperator(() => {
+          emitted += 1;
+          // A slow consumer: block the main thread, so the workers finish long before it requests more.
+          const until = performance.now() + 20;
+          while (performance.now() < until);
+        }),
+        toArray(),
+      ),
+    );
+    t.equal(out.length, refs.length, 'every image comes out');
+    t.equal(maxSeen, maxInFlight, `at most ${maxInFlight} images dispatched and not yet emitted, and the window fills`);
+  });
+}
+
+t.test('slow source is not held for a full task', async (t) => {
+  // Each image is sent only after the previous one came out. A pool that waited to fill a task
+  // of several images would never emit the first one.
+  const input = new Subject<ImageRef>();
+  let onResult = (): void => undefined;
+  const done = lastValueFrom(
+    input.pipe(
+      decodeAndAlignInWorkers({ threads: 2, landmarksOf }),
+      tapOperator(() => onResult()),
       toArray(),
     ),
   );
-  t.equal(out.length, refs.length, 'every image comes out');
-  t.equal(maxSeen, maxInFlight, `at most ${maxInFlight} images dispatched and not yet emitted, and the window fills`);
+  for (const ref of refs.slice(0, 3)) {
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await new Promise<string>((resolve) => {
+      onResult = () => resolve('emitted');
+      timer = setTimeout(() => resolve('timed out'), 10_000);
+      input.next(ref);
+    });
+    clearTimeout(timer);
+    t.equal(outcome, 'emitted', `${ref.id} comes out before the next image is sent`);
+  }
+  input.complete();
+  const out = await done;
+  t.same(
+    out.map((record) => record.id),
+    refs.slice(0, 3).map((ref) => ref.id),
+    'the three images come out in order',
+  );
+  t.notOk(out.some(isRejected), 'no image is rejected');
 });
 
 t.test('invalid options throw at call time', async (t) => {
