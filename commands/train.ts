@@ -89,6 +89,9 @@ interface TrainCommandOptions {
 function trainingData(options: TrainCommandOptions): TrainingData {
   const chosen = [options.data, options.list, options.lfwSplit].filter((v) => v !== undefined).length;
   if (chosen !== 1) throw new InvalidArgumentError('give exactly one of --data DIR, --list FILE or --lfw-split FOLD');
+  if (options.evaluate === true && options.lfwSplit === undefined) {
+    throw new InvalidArgumentError('--evaluate needs --lfw-split, because only an LFW split has a held-out fold to verify');
+  }
   const exclude = [...(options.exclude ?? []), ...(options.excludeLfwOverlap === true ? CASIA_LFW_OVERLAP : [])];
   const excluded = exclude.length === 0 ? {} : { exclude };
   if (options.data !== undefined) return { kind: 'folder', root: options.data, ...excluded };

@@ -161,7 +161,12 @@ function buildTrainingSet(
   notFound: readonly string[],
 ): TrainingSet {
   if (identities.length === 0) {
-    const removedNote = removed.length === 0 ? '' : ` (${removed.length} identities removed by exclude, minImagesPerIdentity or the test fold)`;
+    const reasons: Record<RemovalReason, string> = { excluded: 'excluded', 'too-few-images': 'with too few images or none', 'in-test-fold': 'in the test fold' };
+    const counts = (Object.keys(reasons) as RemovalReason[])
+      .map((reason) => [removed.filter((r) => r.reason === reason).length, reasons[reason]] as const)
+      .filter(([count]) => count > 0)
+      .map(([count, text]) => `${count} ${text}`);
+    const removedNote = removed.length === 0 ? '' : ` (${removed.length} identities removed: ${counts.join(', ')})`;
     throw new Error(`no training identities left in ${source}${removedNote}; expected at least one identity with images`);
   }
 

@@ -200,6 +200,10 @@ export function resolveHeadOptions(options: HeadOptions): ResolvedHeadOptions {
       if (options.kind === 'arcface' && options.margin >= Math.PI) {
         throw new RangeError(`arcface head: margin ${options.margin} is invalid; expected an angle in radians in [0, π)`);
       }
+      // cos θ lies in [−1, 1], so from a margin of 2 on the label's logit never exceeds another class's.
+      if (options.kind === 'cosface' && options.margin >= 2) {
+        throw new RangeError(`cosface head: margin ${options.margin} is invalid; expected a cosine margin in [0, 2), such as 0.35`);
+      }
       return { kind: options.kind, scale: options.scale, margin: options.margin };
     }
     case 'softmax':

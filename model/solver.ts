@@ -116,7 +116,11 @@ export class CaffeSgd {
       if (!Number.isFinite(p.lrMult) || p.lrMult < 0 || !Number.isFinite(p.decayMult) || p.decayMult < 0) {
         throw new RangeError(`solver: parameter "${p.name}" has lrMult ${p.lrMult} and decayMult ${p.decayMult}; expected finite numbers ≥ 0`);
       }
-      if (p.lrMult > 0) this.momentum.set(p.name, tf.variable(tf.zerosLike(p.variable), false, `${MOMENTUM_PREFIX}${p.name}#${p.variable.id}`));
+      if (p.lrMult > 0) {
+        // tidy frees the zeros tensor, which the first assign would otherwise leave behind.
+        const slot = tf.tidy(() => tf.variable(tf.zerosLike(p.variable), false, `${MOMENTUM_PREFIX}${p.name}#${p.variable.id}`));
+        this.momentum.set(p.name, slot);
+      }
     }
   }
 

@@ -47,6 +47,7 @@ export function trainStep(trainer: Trainer, options: TrainStepOptions = {}): Ope
       concatMap((batches) =>
         from(
           (async (): Promise<StepResult> => {
+            if (batches.every((batch) => batch.size === 0)) throw allRejectedError(trainer.iteration + 1, batches);
             const started = performance.now();
             const outcome = await trainer.step(batches);
             const seconds = (performance.now() - started) / 1000;
@@ -64,4 +65,15 @@ export function trainStep(trainer: Trainer, options: TrainStepOptions = {}): Ope
         ),
       ),
     );
+}
+
+/** Builds the error for a step with no image to train on, naming the first rejected images and why. */
+function allRejectedError(iteration: number, batches: readonly TrainingBatch[]): Error {
+  const rejected = batches.flatMap((batch) => batch.rejected);
+  const examples = rejected.slice(0, 3).map((r) => `${r.id}: ${r.reason}`);
+  const more = rejected.length > examples.length ? `; and ${rejected.length - examples.length} more` : '';
+  return new Error(
+    `iteration ${iteration} has no image to train on: all ${rejected.length} images of its batches were rejected (${examples.join('; ')}${more}). ` +
+      'Fix or remove these files, or check that the data holds aligned crops',
+  );
 }

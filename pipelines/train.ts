@@ -10,7 +10,8 @@
  * data order, mirror decisions, λ and learning rate then continue as if the run had never
  * stopped, because each is a function of the seed and the iteration.
  */
-import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { concatMap, defer, from, lastValueFrom, takeWhile, toArray } from 'rxjs';
@@ -214,6 +215,24 @@ function cropsFromMemory(crops: ReadonlyMap<string, Uint8Array | Rejected>): Cro
   };
 }
 
+/** Creates the checkpoint folder and checks that it can be listed and written, with errors that name it. */
+async function createOutputFolder(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') {
+      throw new Error(`cannot create the output folder ${dir}: a file is in the way; pass --out with a folder path`, { cause: error });
+    }
+    throw new Error(`cannot create the output folder ${dir}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    await access(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+  } catch (error) {
+    throw new Error(`output folder ${dir} is not readable and writable (${(error as Error).message}); fix its permissions or choose another --out folder`, { cause: error });
+  }
+}
+
 /** Rewrites the log without the lines of iterations after `iteration`, which a killed run wrote past its last checkpoint. */
 async function truncateLog(file: string, iteration: number): Promise<void> {
   const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
@@ -275,10 +294,17 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
   const display = options.display ?? 10;
   const seed = options.seed ?? 0;
   const inputSize = options.network.inputSize ?? SPHEREFACE_OUTPUT_SIZE;
+  const template = SPHEREFACE_OUTPUT_SIZE;
+  if (options.data.kind === 'lfw-split' && (template.height % inputSize.height !== 0 || template.width % inputSize.width !== 0)) {
+    // Checked before the minutes of alignment, because every LFW crop is shrunk from the template.
+    throw new RangeError(
+      `input size ${inputSize.height}×${inputSize.width} does not divide the ${template.height}×${template.width} aligned crops; choose a size such as 56x48 or 28x24`,
+    );
+  }
   const { set, pairs, landmarksFile } = await readTrainingData(options.data);
   log.info({ source: set.source, samples: set.samples.length, classes: set.identities.length }, 'training set');
 
-  await mkdir(options.out, { recursive: true });
+  await createOutputFolder(options.out);
   const logFile = path.join(options.out, 'train-log.jsonl');
   const config = resumableConfig(options, set);
 
@@ -289,14 +315,18 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
       throw new Error(`${options.out} already holds checkpoints (newest ${latest.path}); pass --resume to continue it, or choose another --out folder`);
     }
     if (latest !== undefined) {
-      assertSameConfig(latest.path, latest.content, config);
+      assertSameConfig(latest.path, latest.content, config, set);
       trainer.importState(latest.content.tensors, latest.content.state.iteration);
-      await truncateLog(logFile, trainer.iteration);
       log.info({ checkpoint: latest.path, iteration: trainer.iteration }, `resuming from iteration ${trainer.iteration}`);
     } else if (options.resume === true) {
       log.info({ out: options.out }, 'no checkpoint to resume from; starting at iteration 0');
     }
+    // A run killed before its first checkpoint also leaves log lines that the new run repeats.
+    await truncateLog(logFile, trainer.iteration);
     const startIteration = trainer.iteration;
+    if (startIteration >= options.solver.maxIterations) {
+      log.warn({ iteration: startIteration, maxIterations: options.solver.maxIterations }, `the checkpoint is at iteration ${startIteration}, not before the last iteration ${options.solver.maxIterations}; nothing to train (raise --iterations to go on)`);
+    }
 
     let crops: CropSource;
     let memoryCrops: Map<string, Uint8Array | Rejected> | undefined;
@@ -335,12 +365,16 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
         stopReason = reason;
       }
     };
+    // Counted apart from stopRequested, so that a first signal after a time-budget stop, or
+    // during the final checkpoint, still waits for the checkpoint.
+    let signalsReceived = 0;
     const onSignal = (signal: NodeJS.Signals) => {
-      if (stopRequested) {
+      signalsReceived++;
+      if (signalsReceived > 1) {
         log.error({ signal }, `second ${signal}: exiting without a checkpoint`);
         process.exit(130);
       }
-      log.warn({ signal }, `${signal}: saving a checkpoint after the current step`);
+      log.warn({ signal }, `${signal}: saving a checkpoint after the current step; send it again to exit at once without one`);
       requestStop('signal');
     };
     process.on('SIGINT', onSignal);
@@ -355,6 +389,16 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
     const save = async (): Promise<void> => {
       if (trainer.iteration === lastSaved && lastCheckpoint !== '') return;
       const item = trainer.iteration * accumulate * options.batchSize;
+      const tensors = await trainer.exportState();
+      // A step can end with a finite loss but an update that overflowed. Such weights must not
+      // become the newest checkpoint, because a resume loads that one first.
+      const broken = tensors.find((tensor) => !tensor.data.every(Number.isFinite));
+      if (broken !== undefined) {
+        throw new Error(
+          `${broken.name} has non-finite values after iteration ${trainer.iteration}; training diverged (try a smaller learning rate). ` +
+            `No checkpoint was saved${lastCheckpoint === '' ? '' : `, and ${lastCheckpoint} is the newest`}`,
+        );
+      }
       const content: CheckpointContent = {
         state: {
           format: 'sphereface-ts/checkpoint',
@@ -367,7 +411,7 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
           config,
           createdAt: new Date().toISOString(),
         },
-        tensors: await trainer.exportState(),
+        tensors,
       };
       lastCheckpoint = await saveCheckpoint(options.out, content, { keep: options.keep ?? 3 });
       lastSaved = trainer.iteration;
@@ -378,44 +422,49 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
     // step's result has been logged and checkpointed, so a stop takes effect between two steps
     // with nothing half done.
     const flow = flowControl(accumulate);
-    await lastValueFrom(
-      defer(() => batchNumbers(firstBatch, batchCount)).pipe(
-        flow.admit(),
-        loadTrainingBatches(set.samples, order, crops, inputSize),
-        trainStep(trainer, { accumulate }),
-        concatMap(async (result) => {
-          for (const r of result.rejected) if (!rejected.has(r.id)) rejected.set(r.id, r);
-          const entry = {
-            iteration: result.iteration,
-            loss: result.loss,
-            accuracy: result.accuracy,
-            lambda: result.lambda,
-            learningRate: result.learningRate,
-            images: result.images,
-            epoch: result.epoch,
-            seconds: Number(result.seconds.toFixed(4)),
-            imagesPerSecond: Number(result.imagesPerSecond.toFixed(3)),
-            rejected: result.rejected.length,
-          };
-          await appendFile(logFile, `${JSON.stringify(entry)}\n`);
-          if (!Number.isFinite(result.loss)) throw new Error(`loss is ${result.loss} at iteration ${result.iteration}; training diverged (try a smaller learning rate)`);
-          options.onStep?.(result, maxIterations);
-          if (result.iteration % display === 0 || result.iteration === startIteration + 1) log.info(entry, `iteration ${result.iteration}`);
-          if (result.iteration % checkpointEvery === 0) await save();
-          if (options.timeBudgetSeconds !== undefined && (performance.now() - trainingStarted) / 1000 >= options.timeBudgetSeconds) {
-            requestStop('time-budget');
-          }
-          return result;
-        }),
-        takeWhile(() => !stopRequested, true),
-        flow.release(() => accumulate),
-      ),
-      { defaultValue: undefined },
-    );
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    options.signal?.removeEventListener('abort', onAbort);
-    await save();
+    try {
+      await lastValueFrom(
+        defer(() => batchNumbers(firstBatch, batchCount)).pipe(
+          flow.admit(),
+          loadTrainingBatches(set.samples, order, crops, inputSize),
+          trainStep(trainer, { accumulate }),
+          concatMap(async (result) => {
+            for (const r of result.rejected) if (!rejected.has(r.id)) rejected.set(r.id, r);
+            const entry = {
+              iteration: result.iteration,
+              loss: result.loss,
+              accuracy: result.accuracy,
+              lambda: result.lambda,
+              learningRate: result.learningRate,
+              images: result.images,
+              epoch: result.epoch,
+              seconds: Number(result.seconds.toFixed(4)),
+              imagesPerSecond: Number(result.imagesPerSecond.toFixed(3)),
+              rejected: result.rejected.length,
+            };
+            await appendFile(logFile, `${JSON.stringify(entry)}\n`);
+            if (!Number.isFinite(result.loss)) throw new Error(`loss is ${result.loss} at iteration ${result.iteration}; training diverged (try a smaller learning rate)`);
+            options.onStep?.(result, maxIterations);
+            if (result.iteration % display === 0 || result.iteration === startIteration + 1) log.info(entry, `iteration ${result.iteration}`);
+            if (result.iteration % checkpointEvery === 0) await save();
+            if (options.timeBudgetSeconds !== undefined && (performance.now() - trainingStarted) / 1000 >= options.timeBudgetSeconds) {
+              requestStop('time-budget');
+            }
+            return result;
+          }),
+          takeWhile(() => !stopRequested, true),
+          flow.release(() => accumulate),
+        ),
+        { defaultValue: undefined },
+      );
+      // The run is over, so a signal from here on only waits for the final checkpoint.
+      stopRequested = true;
+      await save();
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      options.signal?.removeEventListener('abort', onAbort);
+    }
     if (rejected.size > 0) log.warn({ rejected: rejected.size }, `${rejected.size} training images could not be loaded and were left out`);
 
     let heldOut: HeldOutResult | undefined;
@@ -441,13 +490,22 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
   }
 }
 
-function assertSameConfig(file: string, content: CheckpointContent, config: Record<string, unknown>): void {
+function assertSameConfig(file: string, content: CheckpointContent, config: Record<string, unknown>, set: TrainingSet): void {
   const saved = content.state.config as Record<string, unknown>;
   const differences = Object.keys(config).filter((key) => canonicalJson(saved[key] ?? null) !== canonicalJson(config[key] ?? null));
+  const describe = (key: string): string => {
+    if (key !== 'dataset') return `${key} was ${canonicalJson(saved[key] ?? null)}, now ${canonicalJson(config[key] ?? null)}`;
+    // The fingerprints alone do not tell a reader what changed, so the counts come first.
+    const before = content.state.dataset;
+    return (
+      `dataset was ${before.samples} images of ${before.classes} identities (fingerprint ${before.fingerprint.slice(0, 12)}), ` +
+      `now ${set.samples.length} images of ${set.identities.length} identities from ${set.source} (fingerprint ${String(config.dataset).slice(0, 12)})`
+    );
+  };
   if (differences.length > 0) {
     throw new Error(
       `checkpoint ${file} was trained with a different ${differences.join(', ')}: ` +
-        differences.map((key) => `${key} was ${canonicalJson(saved[key] ?? null)}, now ${canonicalJson(config[key] ?? null)}`).join('; ') +
+        differences.map(describe).join('; ') +
         '. Resume with the same settings, or start a new --out folder.',
     );
   }
@@ -468,6 +526,7 @@ async function evaluateHeldOut(
     if (result === undefined) throw new Error(`no fold ${fold} in the pairs file`);
     return result;
   };
+  log.info({ images: ids.length, fold }, `evaluating fold ${fold}: features of ${ids.length} pair images and their mirrors, with the trained weights, then the initial ones`);
   const trained = foldOf(await pairFeatures(trainer, crops, ids));
   const baseline = new Trainer({ network: options.network, head: options.head, solver: options.solver, numClasses: classes, seed });
   try {
