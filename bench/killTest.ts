@@ -31,6 +31,7 @@ import Database from 'better-sqlite3';
 import { readPairs, uniqueImages } from '../datasets/lfw.ts';
 import { readDetectionsFile } from '../lib/detectionsFile.ts';
 import { lfwPaths } from '../lib/paths.ts';
+import { uniformGenerator } from '../lib/random.ts';
 
 const CLI = fileURLToPath(new URL('../bin/sphereface.js', import.meta.url));
 const INDEX_FILE = 'index.sqlite';
@@ -78,17 +79,8 @@ export interface KillTestOptions {
 // Kill schedule
 // ---------------------------------------------------------------------------------------------
 
-/** Returns a seeded generator of uniform numbers in [0, 1): the mulberry32 algorithm. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+/** The seeded uniform generator of `lib/random.ts`, under the name the kill plan uses. */
+export const seededRandom = uniformGenerator;
 
 /** One planned kill: its kind and the uniform draw that places it. */
 export interface PlannedKill {

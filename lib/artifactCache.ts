@@ -164,7 +164,7 @@ export async function hashFile(file: string): Promise<string> {
 }
 
 /** Returns true unless a process with this id is known not to exist. */
-function processAlive(pid: number): boolean {
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

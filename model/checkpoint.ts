@@ -31,7 +31,7 @@ import path from 'node:path';
 
 import { Either, ParseResult, Schema } from 'effect';
 
-import { sha256Hex } from '../lib/artifactCache.ts';
+import { processAlive, sha256Hex } from '../lib/artifactCache.ts';
 import { log } from '../lib/log.ts';
 
 export const CHECKPOINT_FORMAT = 'sphereface-ts/checkpoint';
@@ -401,16 +401,6 @@ async function removeStaleTempFiles(dir: string): Promise<void> {
     } catch (error) {
       log.warn({ err: error, file }, 'checkpoint: could not delete a temporary file left by a killed writer');
     }
-  }
-}
-
-/** Returns true unless a process with this id is known not to exist. */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
 

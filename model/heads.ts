@@ -535,9 +535,9 @@ function unusedWeightName(): string {
  * - `reference` reproduces the released Caffe layer. `prepare()` normalises the stored columns
  *   in place. dL/dW is the plain inner-product gradient xᵀ·dY with respect to the stored
  *   weight, and dL/dx follows the layer's direction-normalised formula (`referenceMarginLogits`).
- *   With m = 1 both are the plain inner-product gradients. The SphereFace README says the weight
- *   gradient is normalised like the one for x, but the layer's code does not do that, and
- *   neither does this head.
+ *   With m = 1 both are the plain inner-product gradients. The SphereFace README states that
+ *   the weight gradient is normalised like the one for x, but the layer's code does not do
+ *   that, and neither does this head.
  * - `autograd` differentiates the forward, the column normalisation included, and `prepare()`
  *   does nothing. Nothing in its graph takes `acos` or √(1 − cos²θ), so the gradient stays
  *   finite at cosθ = ±1 and when rounding makes cosθ slightly larger than 1.

@@ -33,6 +33,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { mapStateDict, readTorchCheckpoint, stateDict, type ParameterSpec, type TorchTensor } from './pytorch.ts';
 import { assertInputBatch, assertParametersMatch, type EmbeddingModel, type ParameterMap } from './types.ts';
+import { uniformGenerator } from '../lib/random.ts';
 
 export type SphereFaceDepth = 4 | 10 | 20 | 36 | 64;
 
@@ -224,18 +225,6 @@ export function convPrelu(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Tensor1D
   // and right, which is not what Caffe does. Under a gradient tape, tfjs-core 4.22 runs the fused
   // op as separate conv2d, add and prelu ops, which all have gradients.
   return tf.fused.conv2d({ x, filter, strides: stride, pad: 1, bias, activation: 'prelu', preluActivationWeights: slopes });
-}
-
-/** A deterministic generator of uniform numbers in [0, 1) (mulberry32), so random initialisation is reproducible. */
-function uniformGenerator(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function gaussianFill(length: number, std: number, uniform: () => number): Float32Array {

@@ -4,7 +4,7 @@
  *
  * The images form one endless sequence: epoch 0's permutation of the samples, then epoch 1's,
  * and so on. Item i of that sequence is sample `permutation(epoch)[i mod N]` of epoch
- * ⌊i / N⌋, and batch b holds items b·B … b·B + B − 1. Every decision is a function of the seed
+ * ⌊i / N⌋, and batch b contains items b·B … b·B + B − 1. Every decision is a function of the seed
  * and the item's place, so batch b is the same whether a run reaches it straight through or
  * after resuming from a checkpoint.
  */

@@ -407,7 +407,7 @@ export async function runTraining(options: TrainingOptions): Promise<TrainingSum
           epoch: Math.floor(item / set.samples.length),
           position: item % set.samples.length,
           seed,
-          dataset: { fingerprint: fingerprint(set), samples: set.samples.length, classes: set.identities.length },
+          dataset: { fingerprint: config['dataset'] as string, samples: set.samples.length, classes: set.identities.length },
           config,
           createdAt: new Date().toISOString(),
         },

@@ -16,7 +16,7 @@ const SAMPLES: TrainingSample[] = Array.from({ length: 10 }, (_, i) => ({
   id: `p${i % 3}/${i}.png`,
 }));
 
-/** A 2×2 crop whose pixels encode the sample number, so packing and mirroring can be read back. */
+/** Returns a 2×2 crop whose pixels encode the sample number, so packing and mirroring can be read back. */
 const crops: CropSource = async (sample) => {
   const n = Number(sample.id.split('/')[1]!.replace('.png', ''));
   if (n === 7) return reject({ id: sample.id, path: sample.path }, 'readImages', 'cannot decode');

@@ -4,24 +4,13 @@ import { backend_util } from '@tensorflow/tfjs-core';
 import { initBackend } from '../model/backend.ts';
 import { randomSphereFace20, SphereFace20 } from '../model/sphereface20.ts';
 import { registerWasmTrainingKernels, WASM_REPLACED_KERNELS, WASM_TRAINING_KERNELS } from '../model/wasmKernels.ts';
+import { uniformGenerator } from '../lib/random.ts';
 
 await initBackend('wasm');
 const registered = registerWasmTrainingKernels();
 
 type Shape4 = [number, number, number, number];
 type Pad = 'same' | 'valid' | number | backend_util.ExplicitPadding;
-
-/** mulberry32, so every case draws the same inputs on every run. */
-function uniformGenerator(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomData(shape: readonly number[], uniform: () => number): Float32Array {
   const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
