@@ -11,6 +11,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 
+import { registerThreadedWasm, wasmThreadsInUse, wasmThreadsSetting } from './wasmThreads.ts';
+
 export const BACKEND_NAMES = ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 
@@ -23,6 +25,18 @@ export interface BackendInfo {
   readonly threads: number;
   /** Reasons the backends preferred over the chosen one did not load. */
   readonly skipped: ReadonlyArray<{ readonly name: BackendName; readonly reason: string }>;
+  /** Why the wasm backend runs on fewer threads than were asked for, when it does. */
+  readonly threadsNote?: string;
+}
+
+/** Options of `initBackend`. */
+export interface BackendOptions {
+  /**
+   * Threads for the wasm backend, 1 to 4. Default: the `SPHEREFACE_WASM_THREADS` environment
+   * variable, else one per core up to 4. Worker threads that each run their own backend should
+   * ask for 1. Only the first start of the wasm backend in a process can choose it.
+   */
+  readonly wasmThreads?: number;
 }
 
 export class BackendError extends Error {
@@ -40,7 +54,11 @@ async function loadNative(packageName: '@tensorflow/tfjs-node-gpu' | '@tensorflo
   }
 }
 
-async function activate(name: BackendName): Promise<BackendInfo['tfBackend']> {
+/** What starting the wasm backend gave: the threads it runs on and, if fewer, why. */
+let wasmStart: { threads: number; note?: string } | undefined;
+
+async function activate(name: BackendName, wasmThreads: number): Promise<BackendInfo['tfBackend']> {
+  if (name === 'wasm') return activateWasm(wasmThreads);
   switch (name) {
     case 'tfjs-node-gpu':
       await loadNative('@tensorflow/tfjs-node-gpu');
@@ -48,20 +66,54 @@ async function activate(name: BackendName): Promise<BackendInfo['tfBackend']> {
     case 'tfjs-node':
       await loadNative('@tensorflow/tfjs-node');
       break;
-    case 'wasm':
     case 'cpu':
       break;
   }
   const tfName = name === 'tfjs-node-gpu' || name === 'tfjs-node' ? 'tensorflow' : name;
+  await setBackendQuietly(tfName);
+  return tfName;
+}
+
+/**
+ * Starts the wasm backend, on several threads when asked (see `model/wasmThreads.ts`). If the
+ * threaded build fails to start, the package's single-thread build starts instead and
+ * `wasmStart.note` says why.
+ */
+async function activateWasm(threads: number): Promise<'wasm'> {
+  if (wasmStart !== undefined || tf.findBackend('wasm') !== null) {
+    await setBackendQuietly('wasm');
+    wasmStart ??= { threads: 1 };
+    return 'wasm';
+  }
+  if (threads > 1) {
+    let restore: (() => void) | undefined;
+    try {
+      restore = registerThreadedWasm(threads);
+      await setBackendQuietly('wasm');
+      wasmStart = { threads: wasmThreadsInUse() };
+      return 'wasm';
+    } catch (error) {
+      restore?.();
+      wasmStart = { threads: 1, note: `the threaded wasm build did not start (${describe(error)}); running on 1 thread` };
+    }
+  }
+  await setBackendQuietly('wasm');
+  wasmStart ??= { threads: 1 };
+  return 'wasm';
+}
+
+async function setBackendQuietly(tfName: string): Promise<void> {
   const before = {
     uncaughtException: process.listeners('uncaughtException'),
     unhandledRejection: process.listeners('unhandledRejection'),
   };
-  const ok = await tf.setBackend(tfName);
-  if (!ok) throw new Error(`tf.setBackend('${tfName}') returned false`);
-  await tf.ready();
-  removeListenersAddedSince(before);
-  return tfName;
+  try {
+    const ok = await tf.setBackend(tfName);
+    if (!ok) throw new Error(`tf.setBackend('${tfName}') returned false`);
+    await tf.ready();
+  } finally {
+    removeListenersAddedSince(before);
+  }
 }
 
 /**
@@ -82,12 +134,14 @@ function removeListenersAddedSince(before: {
   }
 }
 
-function threadsOf(name: BackendName): number {
-  // NOTE: the wasm backend runs one thread under Node because TensorFlow.js 4.22 disables
-  // its worker threads there. The native backends use TensorFlow's default intra-op pool,
-  // one thread per core.
-  if (name === 'wasm' || name === 'cpu') return 1;
-  return os.availableParallelism();
+function infoOf(name: BackendName, tfBackend: string, skipped: BackendInfo['skipped']): BackendInfo {
+  // NOTE: the native backends use TensorFlow's default intra-op pool, one thread per core. The
+  // wasm backend runs on the threads `activateWasm` started it with.
+  if (name === 'wasm') {
+    const start = wasmStart ?? { threads: 1 };
+    return { name, tfBackend, threads: start.threads, skipped, ...(start.note === undefined ? {} : { threadsNote: start.note }) };
+  }
+  return { name, tfBackend, threads: name === 'cpu' ? 1 : os.availableParallelism(), skipped };
 }
 
 function describe(error: unknown): string {
@@ -100,16 +154,22 @@ function describe(error: unknown): string {
  * throws a `BackendError` with the reason it did not load. Calling it again with the same
  * request returns the active backend.
  */
-export async function initBackend(forced?: BackendName): Promise<BackendInfo> {
+export async function initBackend(forced?: BackendName, options: BackendOptions = {}): Promise<BackendInfo> {
   if (active !== undefined && (forced === undefined || forced === active.name)) return active;
+  let wasmThreads: number;
+  try {
+    wasmThreads = wasmThreadsSetting(options.wasmThreads);
+  } catch (error) {
+    throw new BackendError(describe(error));
+  }
 
   if (forced !== undefined) {
     if (!BACKEND_NAMES.includes(forced)) {
       throw new BackendError(`unknown backend "${String(forced)}"; expected one of ${BACKEND_NAMES.join(', ')}`);
     }
     try {
-      const tfBackend = await activate(forced);
-      active = { name: forced, tfBackend, threads: threadsOf(forced), skipped: [] };
+      const tfBackend = await activate(forced, wasmThreads);
+      active = infoOf(forced, tfBackend, []);
       return active;
     } catch (error) {
       throw new BackendError(
@@ -122,8 +182,8 @@ export async function initBackend(forced?: BackendName): Promise<BackendInfo> {
   const skipped: Array<{ name: BackendName; reason: string }> = [];
   for (const name of BACKEND_NAMES) {
     try {
-      const tfBackend = await activate(name);
-      active = { name, tfBackend, threads: threadsOf(name), skipped };
+      const tfBackend = await activate(name, wasmThreads);
+      active = infoOf(name, tfBackend, skipped);
       return active;
     } catch (error) {
       skipped.push({ name, reason: describe(error) });

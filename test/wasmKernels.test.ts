@@ -4,9 +4,11 @@ import { backend_util } from '@tensorflow/tfjs-core';
 import { initBackend } from '../model/backend.ts';
 import { randomSphereFace20, SphereFace20 } from '../model/sphereface20.ts';
 import { registerWasmTrainingKernels, WASM_REPLACED_KERNELS, WASM_TRAINING_KERNELS } from '../model/wasmKernels.ts';
+import { wasmThreadsInUse } from '../model/wasmThreads.ts';
 import { uniformGenerator } from '../lib/random.ts';
 
-await initBackend('wasm');
+// Two threads, so that the threaded build of the backend is what the kernels are checked on.
+const backend = await initBackend('wasm', { wasmThreads: 2 });
 const registered = registerWasmTrainingKernels();
 
 type Shape4 = [number, number, number, number];
@@ -107,8 +109,14 @@ async function compareWithCpu(
   t.equal(actual.leakedDataIds, 0, `${label}: no wasm buffer left behind`);
 }
 
+t.test('the wasm backend runs on two threads', async (t) => {
+  t.equal(backend.threads, 2, 'initBackend reports 2 threads');
+  t.equal(wasmThreadsInUse(), 2, 'the C++ side of the backend reports 2 threads');
+  t.equal(backend.threadsNote, undefined, 'no fallback note');
+});
+
 t.test('registered kernels', async (t) => {
-  t.same(registered, [...WASM_TRAINING_KERNELS, ...WASM_REPLACED_KERNELS], 'three missing kernels added and Conv2DBackpropInput replaced');
+  t.same(registered, [...WASM_TRAINING_KERNELS, ...WASM_REPLACED_KERNELS], 'three missing kernels added, Conv2DBackpropInput and BatchMatMul replaced');
   t.same(registerWasmTrainingKernels(), [], 'a second call registers nothing');
   for (const name of [...WASM_TRAINING_KERNELS, ...WASM_REPLACED_KERNELS]) t.ok(tf.getKernel(name, 'wasm'), `${name} is registered for wasm`);
 });
@@ -136,6 +144,30 @@ t.test('Conv2DBackpropInput matches cpu', async (t) => {
     };
     const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: undefined, inputShape: c.input } as unknown as tf.NamedAttrMap;
     await compareWithCpu(t, describeCase(c), 'Conv2DBackpropInput', inputs, attrs);
+  }
+});
+
+// Shapes [batch, rows, columns] chosen so that each way of `batchMatMul` runs: the package
+// kernel (no transpose), explicit transposes of the operands (`direct`), and the transposed
+// product of swapped operands (`swapped`), with and without a broadcast batch.
+const MATMUL_CASES: Array<{ a: number[]; b: number[]; transposeA: boolean; transposeB: boolean; way: string }> = [
+  { a: [1, 5, 7], b: [1, 7, 4], transposeA: false, transposeB: false, way: 'package kernel' },
+  { a: [1, 7, 5], b: [1, 7, 4], transposeA: true, transposeB: false, way: 'direct' },
+  { a: [1, 40, 3], b: [1, 40, 2], transposeA: true, transposeB: false, way: 'swapped' },
+  { a: [2, 3, 6], b: [2, 5, 6], transposeA: false, transposeB: true, way: 'direct' },
+  { a: [2, 3, 6], b: [2, 50, 6], transposeA: false, transposeB: true, way: 'swapped' },
+  { a: [3, 6, 4], b: [3, 5, 6], transposeA: true, transposeB: true, way: 'swapped' },
+  { a: [1, 6, 4], b: [3, 6, 5], transposeA: true, transposeB: false, way: 'direct, broadcast batch' },
+  { a: [3, 9, 2], b: [1, 9, 2], transposeA: true, transposeB: false, way: 'swapped, broadcast batch' },
+  { a: [1, 32, 600], b: [1, 32, 64], transposeA: true, transposeB: false, way: 'a dense weight gradient' },
+];
+
+t.test('BatchMatMul with transposed operands matches cpu', async (t) => {
+  const uniform = uniformGenerator(15);
+  for (const c of MATMUL_CASES) {
+    const inputs = { a: { shape: c.a, data: randomData(c.a, uniform) }, b: { shape: c.b, data: randomData(c.b, uniform) } };
+    const label = `a ${c.a.join('×')}${c.transposeA ? 'ᵀ' : ''} · b ${c.b.join('×')}${c.transposeB ? 'ᵀ' : ''} (${c.way})`;
+    await compareWithCpu(t, label, 'BatchMatMul', inputs, { transposeA: c.transposeA, transposeB: c.transposeB, bias: undefined, activation: undefined } as unknown as tf.NamedAttrMap);
   }
 });
 

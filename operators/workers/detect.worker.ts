@@ -23,7 +23,8 @@ export type FaceFieldsOnly = Omit<FaceImage, 'rgb'>;
 
 const settings = workerData as DetectWorkerData;
 const nets = (async () => {
-  await initBackend(settings.backend);
+  // One tensor thread per worker: the pool already runs one worker per core.
+  await initBackend(settings.backend, { wasmThreads: 1 });
   return loadMtcnn(settings.modelsDir, { lnet: settings.options.landmarkRefinement === 'lnet' });
 })();
 
