@@ -16,7 +16,7 @@ const WORKER_FILE = new URL('./workers/decodeAlign.worker.mjs', import.meta.url)
 /** Tasks that one worker thread runs at once. */
 const TASKS_PER_THREAD = 2;
 /** Largest number of images in one task. */
-const MAX_IMAGES_PER_TASK = 4;
+const MAX_IMAGES_PER_TASK = 8;
 
 export interface AlignInWorkersOptions extends SimilarityAlignOptions {
   /** Returns the landmarks of an image, or `undefined` when there are none. Runs on the calling thread. */
@@ -42,7 +42,7 @@ export interface AlignInWorkersOptions extends SimilarityAlignOptions {
  * workers instead of letting results pile up. Incoming `Rejected` records pass through unchanged,
  * in their place.
  *
- * Images that are waiting when a task starts go to the worker together, up to 4 in one task, and
+ * Images that are waiting when a task starts go to the worker together, up to 8 in one task, and
  * a worker runs 2 tasks at once. One message for several images costs the threads less than one
  * message each. An image that arrives while a task slot is free goes out at once, alone, so a
  * slow source gets no added latency.
