@@ -9,6 +9,11 @@ import { OnnxEmbeddingModel } from './onnxModel.ts';
 import { loadEmbeddingModel } from './registry.ts';
 import { SphereFace20 } from './sphereface20.ts';
 import type { EmbeddingModel } from './types.ts';
+import type { ImportedOnnxModel } from './onnxImport.ts';
+
+function isImportedOnnxModel(model: EmbeddingModel): model is ImportedOnnxModel {
+  return 'manifest' in model && 'alignment' in model && typeof model.embed === 'function';
+}
 
 export const ENGINE_NAMES = ['onnx', 'tfjs'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
@@ -44,14 +49,33 @@ function onnxModel(session: OnnxEmbeddingModel): EngineModel {
  * @throws Error when `engine` is `onnx` and the network cannot run there.
  */
 export async function loadEngineModel(spec: string, engine?: EngineName): Promise<EngineModel> {
-  const model = await loadEmbeddingModel(spec);
+  return selectEngine(await loadEmbeddingModel(spec), spec, engine);
+}
+
+/**
+ * Puts a loaded network on the requested engine, by the rules of `loadEngineModel`. Takes
+ * ownership of `model`: it is disposed when it moves to ONNX Runtime. `label` names the model
+ * in ONNX Runtime's messages.
+ *
+ * @throws Error when `engine` is `onnx` and the network cannot run there.
+ */
+export async function selectEngine(model: EmbeddingModel, label: string, engine?: EngineName): Promise<EngineModel> {
+  if (isImportedOnnxModel(model)) {
+    // An imported ONNX graph has no TensorFlow.js version: it runs on ONNX Runtime or not at all.
+    if (engine === 'tfjs') {
+      model.dispose();
+      throw new Error(`${model.name} is an imported ONNX model and runs only on ONNX Runtime; drop --engine tfjs`);
+    }
+    log.info({ engine: 'onnx', model: model.name, alignment: model.alignment, why: 'imported ONNX model' }, 'inference engine selected');
+    return Object.assign(model, { engine: 'onnx' as const });
+  }
   if (engine === 'tfjs') return tfjsModel(model, 'requested');
   if (!(model instanceof MobileFaceNet || model instanceof SphereFace20)) {
     if (engine === 'onnx') throw new Error(`${model.name} cannot be exported to ONNX; use --engine tfjs`);
     return tfjsModel(model, 'no ONNX export for this network');
   }
   try {
-    const session = await OnnxEmbeddingModel.create(exportOnnx(model), spec);
+    const session = await OnnxEmbeddingModel.create(exportOnnx(model), label);
     model.dispose();
     log.info({ engine: 'onnx', model: session.name, threads: session.threads }, 'inference engine selected');
     return onnxModel(session);

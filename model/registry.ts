@@ -8,12 +8,14 @@
  * | `sphereface20:random` or `sphereface20:random:SEED` | SphereFace-20 with the Caffe initialisation, seed 0 by default |
  *
  * `sphereface4`, `sphereface10`, `sphereface36` and `sphereface64` take the same sources and
- * build the other depths of the family at the 112×96 input.
+ * build the other depths of the family at the 112×96 input. `onnx:MANIFEST.json` loads a
+ * third-party ONNX model, which runs only on ONNX Runtime (`model/onnxImport.ts`).
  */
 import { access } from 'node:fs/promises';
 import { loadMobileFaceNet } from './mobilefacenet.ts';
 import { SPHEREFACE_DEPTHS, loadSphereFace, randomSphereFace, type SphereFaceDepth } from './sphereface.ts';
 import { loadSphereFace20, randomSphereFace20 } from './sphereface20.ts';
+import { loadOnnxImport } from './onnxImport.ts';
 import type { EmbeddingModel } from './types.ts';
 
 /** A model spec that names no known network or no readable file. */
@@ -70,6 +72,13 @@ const REGISTRY: Readonly<Record<string, RegistryEntry>> = {
     },
   },
   ...Object.fromEntries(SPHEREFACE_DEPTHS.map((depth) => [`sphereface${depth}`, sphereFaceEntry(depth)])),
+  onnx: {
+    description: 'onnx:MANIFEST.json (a third-party ONNX model with its manifest; see model/onnxImport.ts)',
+    async load(source, spec) {
+      await assertReadable(source, spec);
+      return loadOnnxImport(source);
+    },
+  },
 };
 
 /** Lists the registered networks, each in the spec form `loadEmbeddingModel` accepts. */

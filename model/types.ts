@@ -3,6 +3,8 @@
  */
 import type * as tf from '@tensorflow/tfjs-core';
 
+import type { AlignmentName } from '../lib/alignmentTemplates.ts';
+
 /** A network that maps aligned face crops to embedding vectors. */
 export interface EmbeddingModel {
   /** Registry name, e.g. 'mobilefacenet'. */
@@ -15,6 +17,11 @@ export interface EmbeddingModel {
   readonly normalization: { readonly mean: number; readonly scale: number };
   /** Length of the embedding of one image; concatenating the mirrored image's embedding doubles it later. */
   readonly embeddingSize: number;
+  /**
+   * The alignment template the network was trained on (`lib/alignmentTemplates.ts`). Absent
+   * means `sphereface-112x96`, the template of every network built here.
+   */
+  readonly alignment?: AlignmentName;
   /**
    * Runs the network on a normalised NHWC float32 batch [N, H, W, 3] and returns [N, embeddingSize].
    * The caller owns the returned tensor; no intermediate tensor outlives the call.

@@ -4,8 +4,7 @@
  * its mirror, and runs the 10-fold protocol.
  */
 import { from, lastValueFrom, map, toArray, type OperatorFunction } from 'rxjs';
-import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
-import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
+import { readLandmarks, readPairs, uniqueImages, type LfwPair } from '../datasets/lfw.ts';
 import { ArtifactCache, hashFile, sha256Hex } from '../lib/artifactCache.ts';
 import { faceLandmarks, readDetectionsFile } from '../lib/detectionsFile.ts';
 import { log } from '../lib/log.ts';
@@ -13,12 +12,13 @@ import { initBackend, type BackendInfo, type BackendName } from '../model/backen
 import { loadMtcnn } from '../model/mtcnn.ts';
 import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
 import { loadEngineModel, type EngineName } from '../model/engine.ts';
+import { alignmentTemplate, DEFAULT_ALIGNMENT } from '../lib/alignmentTemplates.ts';
 import { batch } from '../operators/batch.ts';
 import { cached } from '../operators/cached.ts';
 import { centerFaceIndex, detectFaces, type NoFacePolicy } from '../operators/detectFaces.ts';
 import { extractFeatures, type ExtractTimings } from '../operators/extractFeatures.ts';
 import { flowControl } from '../operators/flowControl.ts';
-import { verifyFolds, type VerificationReport } from '../operators/kFoldVerify.ts';
+import { verifyFoldsWithScores, type VerificationReport } from '../operators/kFoldVerify.ts';
 import { progress } from '../operators/progress.ts';
 import { readImages } from '../operators/readImages.ts';
 import {
@@ -62,6 +62,11 @@ export interface LfwEvalOptions {
   readonly backend?: BackendName;
   /** Inference engine for the network; by default ONNX Runtime when the network exports to it. */
   readonly engine?: EngineName;
+  /**
+   * Subtract the mean feature of the training folds before scoring, as SphereFace's evaluation
+   * does (default true). Without it the thresholds apply to a single pair of faces.
+   */
+  readonly subtractMean?: boolean;
   /** Reject images with more pixels than this before decoding (default 50,000,000). */
   readonly maxPixels?: number;
   /** Images decoded at once (default 2). */
@@ -77,6 +82,12 @@ export interface LfwEvalOptions {
 
 export interface LfwEvalResult {
   readonly report: VerificationReport;
+  /** The pairs in file order; the score arrays below are indexed like them. */
+  readonly pairs: readonly LfwPair[];
+  /** Score of each pair in the fold where it is a test pair (see `ScoredVerification`). */
+  readonly testScores: Float64Array;
+  /** `scoresByFold[f][p]`: score of pair p while fold f + 1 is the test fold. */
+  readonly scoresByFold: readonly Float64Array[];
   readonly backend: BackendInfo;
   readonly settings: Record<string, unknown>;
   readonly counts: { readonly pairs: number; readonly images: number };
@@ -223,6 +234,9 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
 
   const model = await loadEngineModel(options.model, options.engine);
   log.info({ model: model.name, engine: model.engine, input: model.inputSize, channelOrder: model.channelOrder, embedding: model.embeddingSize }, 'model loaded');
+  // The crops follow the template the network was trained on; every network built here uses
+  // SphereFace's, and an imported ONNX model names its own.
+  const { template, outputSize } = alignmentTemplate(model.alignment ?? DEFAULT_ALIGNMENT);
 
   const timings: ExtractTimings = { seconds: 0, images: 0 };
   // The window bounds decoded images in flight: enough for a few batches to overlap decoding
@@ -238,7 +252,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
     refs.pipe(
       readImages({ concurrency: options.decodeConcurrency ?? 2, ...(options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels }) }),
       attachLandmarks,
-      similarityAlign({ template: SPHEREFACE_TEMPLATE, outputSize: SPHEREFACE_OUTPUT_SIZE }),
+      similarityAlign({ template, outputSize }),
       batch(batchSize),
       extractFeatures(model, { timings }),
     );
@@ -257,8 +271,8 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
               modelFile: await modelDigest(options.model),
               // The engines agree to about 1e-6, not bit for bit, so each keeps its own features.
               engine: model.engine,
-              template: SPHEREFACE_TEMPLATE,
-              outputSize: SPHEREFACE_OUTPUT_SIZE,
+              template,
+              outputSize,
               feature: 'image ++ mirror',
               landmarks: detect ? { source: 'mtcnn', ...mtcnn, onNoFace: options.onNoFace ?? 'reject' } : { source: 'file', origin: options.landmarkOrigin ?? 'one-based' },
             },
@@ -294,11 +308,14 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   if (rejected.length > 0) throw new RejectedImagesError(rejected);
   const features = new Map((results as Feature[]).map((f) => [f.id, f.vector]));
 
-  const report = verifyFolds(pairs.pairs, features);
+  const { report, testScores, scoresByFold } = verifyFoldsWithScores(pairs.pairs, features, { subtractMean: options.subtractMean ?? true });
   const wallSeconds = (performance.now() - started) / 1000;
 
   return {
     report,
+    pairs: pairs.pairs,
+    testScores,
+    scoresByFold,
     backend,
     counts: { pairs: pairs.pairs.length, images: images.length },
     settings: {
@@ -314,7 +331,7 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
       inputSize: model.inputSize,
       channelOrder: model.channelOrder,
       normalization: model.normalization,
-      alignment: { method: 'cp2tform-similarity', interpolation: 'bilinear', fill: 0, template: SPHEREFACE_TEMPLATE, outputSize: SPHEREFACE_OUTPUT_SIZE },
+      alignment: { method: 'cp2tform-similarity', interpolation: 'bilinear', fill: 0, template, outputSize, name: model.alignment ?? DEFAULT_ALIGNMENT },
       feature: 'image ++ horizontal mirror',
       protocol: { folds: pairs.folds, subtractMean: report.subtractMean, thresholdGrid: '-1:1e-4:1', tieRule: 'mean of tied thresholds', comparison: 'strict' },
       batchSize,
