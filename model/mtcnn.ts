@@ -68,28 +68,42 @@ export interface ONetOutput {
 }
 
 /**
- * The three MTCNN networks with the released Caffe weights. Every input is NHWC float32, already
- * normalised as (x − 127.5) × 0.0078125, and laid out as Caffe saw it: H and W here are Caffe's
- * height and width. Because matcaffe passed Matlab's H×W×3 arrays as W×H×C, the released weights
- * expect the image TRANSPOSED (x↔y): the detector transposes each image or crop before calling
- * these, and transposes the P-Net maps back. The networks themselves know nothing about that.
- * Callers own the returned tensors.
+ * The three MTCNN networks with the released Caffe weights, on either inference engine. Every
+ * input is NHWC float32, already normalised as (x − 127.5) × 0.0078125, and laid out as Caffe saw
+ * it: H and W here are Caffe's height and width. Because matcaffe passed Matlab's H×W×3 arrays as
+ * W×H×C, the released weights expect the image TRANSPOSED (x↔y): the detector transposes each
+ * image or crop before calling these, and transposes the P-Net maps back. The networks themselves
+ * know nothing about that. Callers own the input and the returned tensors.
+ *
+ * Each net may return its output or a promise of it, because TensorFlow.js returns synchronously
+ * (`MtcnnNets`) while ONNX Runtime's `session.run` is asynchronous (`model/mtcnnEngine.ts`).
  */
-export interface MtcnnNets {
+export interface MtcnnEngineNets {
+  /** The inference engine that runs the networks. */
+  readonly engine: 'onnx' | 'tfjs';
   /** Runs P-Net on [N, H, W, 3] with H, W ≥ 12. The output maps have the size `pnetOutputSize(H, W)`. */
-  pnet(input: tf.Tensor4D): PNetOutput;
+  pnet(input: tf.Tensor4D): PNetOutput | Promise<PNetOutput>;
   /** Runs R-Net on [N, 24, 24, 3]. */
-  rnet(input: tf.Tensor4D): RNetOutput;
+  rnet(input: tf.Tensor4D): RNetOutput | Promise<RNetOutput>;
   /** Runs O-Net on [N, 48, 48, 3]. */
-  onet(input: tf.Tensor4D): ONetOutput;
+  onet(input: tf.Tensor4D): ONetOutput | Promise<ONetOutput>;
   /**
    * Runs L-Net on [N, 24, 24, 15]: channels 3k … 3k + 2 hold the patch of landmark k (0-based
    * k, in the order of O-Net's landmarks), each transposed like the other nets' inputs. Present
    * only when the networks were loaded with L-Net (`loadMtcnn(dir, { lnet: true })`).
    */
-  readonly lnet?: (input: tf.Tensor4D) => LNetOutput;
-  /** Releases the weight tensors. The networks cannot be used afterwards. */
+  readonly lnet?: (input: tf.Tensor4D) => LNetOutput | Promise<LNetOutput>;
+  /** Releases the weights (and sessions). The networks cannot be used afterwards. */
   dispose(): void;
+}
+
+/** The MTCNN networks on TensorFlow.js, whose outputs are ready when a method returns. */
+export interface MtcnnNets extends MtcnnEngineNets {
+  readonly engine: 'tfjs';
+  pnet(input: tf.Tensor4D): PNetOutput;
+  rnet(input: tf.Tensor4D): RNetOutput;
+  onet(input: tf.Tensor4D): ONetOutput;
+  readonly lnet?: (input: tf.Tensor4D) => LNetOutput;
 }
 
 /** The weight files inside the MTCNN model folder. */
@@ -283,7 +297,13 @@ function faceProbability(logits: tf.Tensor): tf.Tensor {
   return tf.squeeze(tf.slice(probabilities, begin, size), [logits.rank - 1]);
 }
 
-function assertInput(net: string, input: tf.Tensor4D, size: { height: number; width: number } | 'any'): void {
+/**
+ * Checks the input of P-Net (`size` `any`), R-Net or O-Net: rank 4, 3 channels, float32, and the
+ * net's fixed size or at least 12×12.
+ *
+ * @throws Error naming the net, the shape or dtype found and the one expected.
+ */
+export function assertNetInput(net: string, input: tf.Tensor4D, size: { height: number; width: number } | 'any'): void {
   const [n, h = 0, w = 0, c] = input.shape;
   const fixed = size !== 'any';
   const sizeOk = fixed ? h === size.height && w === size.width : h >= PNET_MIN_INPUT && w >= PNET_MIN_INPUT;
@@ -295,7 +315,21 @@ function assertInput(net: string, input: tf.Tensor4D, size: { height: number; wi
   if (n === undefined) throw new Error(`${net}: input has no batch dimension`);
 }
 
+/**
+ * Checks L-Net's input: [N, 24, 24, 15] float32.
+ *
+ * @throws Error naming the shape or dtype found and the one expected.
+ */
+export function assertLNetInput(input: tf.Tensor4D): void {
+  const [, h, w, c] = input.shape;
+  if (input.rank !== 4 || h !== LNET_INPUT || w !== LNET_INPUT || c !== 3 * LNET_PATCHES) {
+    throw new Error(`lnet: input has shape [${input.shape.join(', ')}], expected [N, ${LNET_INPUT}, ${LNET_INPUT}, ${3 * LNET_PATCHES}]`);
+  }
+  if (input.dtype !== 'float32') throw new Error(`lnet: input has dtype ${input.dtype}, expected float32 normalised as (x − 127.5) × 0.0078125`);
+}
+
 class MtcnnNetworks implements MtcnnNets {
+  readonly engine = 'tfjs';
   private disposed = false;
 
   readonly lnet?: (input: tf.Tensor4D) => LNetOutput;
@@ -321,7 +355,7 @@ class MtcnnNetworks implements MtcnnNets {
 
   pnet(input: tf.Tensor4D): PNetOutput {
     const get = this.getter('pnet', this.pnetParameters);
-    assertInput('pnet', input, 'any');
+    assertNetInput('pnet', input, 'any');
     const [n = 0, h = 0, w = 0] = input.shape;
     if (n === 0) {
       const size = pnetOutputSize(h, w);
@@ -340,7 +374,7 @@ class MtcnnNetworks implements MtcnnNets {
 
   rnet(input: tf.Tensor4D): RNetOutput {
     const get = this.getter('rnet', this.rnetParameters);
-    assertInput('rnet', input, { height: RNET_INPUT, width: RNET_INPUT });
+    assertNetInput('rnet', input, { height: RNET_INPUT, width: RNET_INPUT });
     const n = input.shape[0];
     if (n === 0) return { prob: tf.zeros([0]), regression: tf.zeros([0, 4]) };
     return tf.tidy(() => {
@@ -358,7 +392,7 @@ class MtcnnNetworks implements MtcnnNets {
 
   onet(input: tf.Tensor4D): ONetOutput {
     const get = this.getter('onet', this.onetParameters);
-    assertInput('onet', input, { height: ONET_INPUT, width: ONET_INPUT });
+    assertNetInput('onet', input, { height: ONET_INPUT, width: ONET_INPUT });
     const n = input.shape[0];
     if (n === 0) return { prob: tf.zeros([0]), regression: tf.zeros([0, 4]), landmarks: tf.zeros([0, 10]) };
     return tf.tidy(() => {
@@ -379,11 +413,8 @@ class MtcnnNetworks implements MtcnnNets {
 
   private runLNet(input: tf.Tensor4D, parameters: ParameterMap): LNetOutput {
     const get = this.getter('lnet', parameters);
-    const [n = 0, h, w, c] = input.shape;
-    if (input.rank !== 4 || h !== LNET_INPUT || w !== LNET_INPUT || c !== 3 * LNET_PATCHES) {
-      throw new Error(`lnet: input has shape [${input.shape.join(', ')}], expected [N, ${LNET_INPUT}, ${LNET_INPUT}, ${3 * LNET_PATCHES}]`);
-    }
-    if (input.dtype !== 'float32') throw new Error(`lnet: input has dtype ${input.dtype}, expected float32 normalised as (x − 127.5) × 0.0078125`);
+    assertLNetInput(input);
+    const n = input.shape[0];
     if (n === 0) return { offsets: tf.zeros([0, LNET_PATCHES, 2]) };
     return tf.tidy(() => {
       const maps: tf.Tensor4D[] = [];
@@ -421,22 +452,44 @@ function toTensors(parameters: ReadonlyMap<string, MappedParameter>): Map<string
   return tensors;
 }
 
-/**
- * Builds the networks from decoded caffemodels, with L-Net when `models.lnet` is given. Throws
- * `CaffeBlobMismatchError` naming the file when a net's blobs do not fit its layers.
- */
-export function createMtcnn(models: {
+/** The decoded caffemodel of each net, with L-Net's only when it was requested. */
+export interface MtcnnCaffeModels {
   readonly pnet: CaffeNet;
   readonly rnet: CaffeNet;
   readonly onet: CaffeNet;
   readonly lnet?: CaffeNet;
-}): MtcnnNets {
-  // Map every net before creating any tensor, so that a mismatch leaks nothing.
+}
+
+/** Each net's parameters with TensorFlow.js shapes and layouts, by the names of the spec lists. */
+export interface MtcnnParameters {
+  readonly pnet: ReadonlyMap<string, MappedParameter>;
+  readonly rnet: ReadonlyMap<string, MappedParameter>;
+  readonly onet: ReadonlyMap<string, MappedParameter>;
+  readonly lnet?: ReadonlyMap<string, MappedParameter>;
+}
+
+/**
+ * Maps the blobs of decoded caffemodels onto the nets' parameters (`pnetParameterSpecs` …), with
+ * L-Net's when `models.lnet` is given. Throws `CaffeBlobMismatchError` naming the file when a
+ * net's blobs do not fit its layers.
+ */
+export function mapMtcnnParameters(models: MtcnnCaffeModels): MtcnnParameters {
   const pnet = mapCaffeBlobs(models.pnet, pnetParameterSpecs(), { ignore: UNUSED_LAYERS.pnet });
   const rnet = mapCaffeBlobs(models.rnet, rnetParameterSpecs(), { ignore: UNUSED_LAYERS.rnet });
   const onet = mapCaffeBlobs(models.onet, onetParameterSpecs(), { ignore: UNUSED_LAYERS.onet });
   const lnet = models.lnet === undefined ? undefined : mapCaffeBlobs(models.lnet, lnetParameterSpecs(), { ignore: UNUSED_LAYERS.lnet });
-  return new MtcnnNetworks(toTensors(pnet), toTensors(rnet), toTensors(onet), lnet === undefined ? undefined : toTensors(lnet));
+  return lnet === undefined ? { pnet, rnet, onet } : { pnet, rnet, onet, lnet };
+}
+
+/**
+ * Builds the networks from decoded caffemodels, with L-Net when `models.lnet` is given. Throws
+ * `CaffeBlobMismatchError` naming the file when a net's blobs do not fit its layers.
+ */
+export function createMtcnn(models: MtcnnCaffeModels): MtcnnNets {
+  // Map every net before creating any tensor, so that a mismatch leaks nothing.
+  const parameters = mapMtcnnParameters(models);
+  const lnet = parameters.lnet;
+  return new MtcnnNetworks(toTensors(parameters.pnet), toTensors(parameters.rnet), toTensors(parameters.onet), lnet === undefined ? undefined : toTensors(lnet));
 }
 
 export interface LoadMtcnnOptions {
@@ -444,13 +497,27 @@ export interface LoadMtcnnOptions {
   readonly lnet?: boolean;
 }
 
-/** Loads det1–det3.caffemodel, and det4 with `{ lnet: true }`, from a folder (default `<SPHEREFACE_MODELS>/mtcnn`). */
-export async function loadMtcnn(dir: string = path.join(modelsRoot(), 'mtcnn'), options: LoadMtcnnOptions = {}): Promise<MtcnnNets> {
+/** Returns the default MTCNN model folder, `<SPHEREFACE_MODELS>/mtcnn`. */
+export function defaultMtcnnDir(): string {
+  return path.join(modelsRoot(), 'mtcnn');
+}
+
+/** Reads det1–det3.caffemodel, and det4 with `{ lnet: true }`, from a folder. */
+export async function readMtcnnCaffeModels(dir: string, options: LoadMtcnnOptions = {}): Promise<MtcnnCaffeModels> {
   const [pnet, rnet, onet, lnet] = await Promise.all([
     readCaffeModel(path.join(dir, MTCNN_MODEL_FILES.pnet)),
     readCaffeModel(path.join(dir, MTCNN_MODEL_FILES.rnet)),
     readCaffeModel(path.join(dir, MTCNN_MODEL_FILES.onet)),
     options.lnet === true ? readCaffeModel(path.join(dir, MTCNN_MODEL_FILES.lnet)) : undefined,
   ]);
-  return createMtcnn(lnet === undefined ? { pnet, rnet, onet } : { pnet, rnet, onet, lnet });
+  return lnet === undefined ? { pnet, rnet, onet } : { pnet, rnet, onet, lnet };
+}
+
+/**
+ * Loads det1–det3.caffemodel, and det4 with `{ lnet: true }`, from a folder (default
+ * `<SPHEREFACE_MODELS>/mtcnn`) onto TensorFlow.js. `loadMtcnnEngine` in `model/mtcnnEngine.ts`
+ * also offers ONNX Runtime.
+ */
+export async function loadMtcnn(dir: string = defaultMtcnnDir(), options: LoadMtcnnOptions = {}): Promise<MtcnnNets> {
+  return createMtcnn(await readMtcnnCaffeModels(dir, options));
 }

@@ -21,7 +21,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { DecodedImage, Landmarks, Point } from '../operators/records.ts';
-import type { MtcnnNets } from './mtcnn.ts';
+import type { MtcnnEngineNets } from './mtcnn.ts';
 
 /**
  * A box as [x1, y1, x2, y2] in 1-based pixel coordinates, with x2 and y2 inclusive: the box
@@ -558,10 +558,11 @@ function transposeMap(values: Float32Array | Int32Array | Uint8Array, columns: n
 // Detection
 
 /**
- * The networks `detect` calls; `MtcnnNets` from `model/mtcnn.ts` provides them. `lnet` is needed
- * only for `landmarkRefinement: 'lnet'`.
+ * The networks `detect` calls, on either engine: `loadMtcnn` (TensorFlow.js) and
+ * `loadMtcnnEngine` (either engine) provide them. Each call may return a promise, which the
+ * detector awaits. `lnet` is needed only for `landmarkRefinement: 'lnet'`.
  */
-export type MtcnnNetworks = Pick<MtcnnNets, 'pnet' | 'rnet' | 'onet' | 'lnet'>;
+export type MtcnnNetworks = Pick<MtcnnEngineNets, 'pnet' | 'rnet' | 'onet' | 'lnet'>;
 
 /**
  * Fills in and checks detector options.
@@ -665,7 +666,7 @@ async function proposeFaces(nets: MtcnnNetworks, image: DecodedImage, settings: 
     let mapRows: number;
     let mapColumns: number;
     try {
-      const output = nets.pnet(input);
+      const output = await nets.pnet(input);
       try {
         // The maps are [1, columns, rows] because the input was transposed.
         [, mapColumns, mapRows] = output.prob.shape;
@@ -728,7 +729,7 @@ async function scoreCrops(
     );
     try {
       const output: { prob: tf.Tensor1D; regression: tf.Tensor2D; landmarks?: tf.Tensor2D } =
-        network === 'rnet' ? nets.rnet(input) : nets.onet(input);
+        network === 'rnet' ? await nets.rnet(input) : await nets.onet(input);
       const outputLandmarks = output.landmarks;
       try {
         scores.set(await output.prob.data(), first);
@@ -889,7 +890,7 @@ export async function refineLandmarks(nets: MtcnnNetworks, image: DecodedImage, 
     );
     let offsets: Float32Array | Int32Array | Uint8Array;
     try {
-      const output = lnet(input);
+      const output = await lnet(input);
       try {
         offsets = await output.offsets.data();
       } finally {

@@ -23,7 +23,7 @@ import type { EmbeddingModel } from './types.ts';
 /** The ONNX operator set the exported graphs use. */
 export const ONNX_OPSET = 13;
 /** ONNX 1.8 introduced opset 13 together with IR version 7. */
-const IR_VERSION = 7;
+export const IR_VERSION = 7;
 export const ONNX_INPUT_NAME = 'input';
 export const ONNX_OUTPUT_NAME = 'embedding';
 /** Symbolic name of the batch dimension of the input and output. */
@@ -41,7 +41,7 @@ export const ONNX_METADATA_KEYS = {
 } as const;
 
 /** Collects the nodes and initializers of one graph, in topological order. */
-class GraphBuilder {
+export class GraphBuilder {
   readonly nodes: NodeMessage[] = [];
   readonly initializers: TensorMessage[] = [];
 
@@ -56,6 +56,14 @@ class GraphBuilder {
     return name;
   }
 
+  /** Adds an int64 initializer, such as the indices of Gather or the shape of Reshape. `dims` [] makes a scalar. */
+  addInt64(name: string, dims: readonly number[], data: readonly number[]): string {
+    const expected = dims.reduce((a, b) => a * b, 1);
+    if (data.length !== expected) throw new Error(`ONNX initializer "${name}": ${data.length} values for shape [${dims.join(', ')}], expected ${expected}`);
+    this.initializers.push({ name, dims, data_type: DataType.INT64, int64_data: data });
+    return name;
+  }
+
   /** Adds a node with one output named `output` and returns that name. */
   addNode(opType: string, output: string, inputs: readonly string[], attributes: readonly AttributeMessage[] = []): string {
     this.nodes.push({ name: output, op_type: opType, input: inputs, output: [output], attribute: attributes });
@@ -63,11 +71,11 @@ class GraphBuilder {
   }
 }
 
-function ints(name: string, values: readonly number[]): AttributeMessage {
+export function ints(name: string, values: readonly number[]): AttributeMessage {
   return { name, type: AttributeType.INTS, ints: values };
 }
 
-function int(name: string, value: number): AttributeMessage {
+export function int(name: string, value: number): AttributeMessage {
   return { name, type: AttributeType.INT, i: value };
 }
 
@@ -78,7 +86,7 @@ function values(parameters: ReadonlyMap<string, tf.Tensor>, name: string): Float
 }
 
 /** Reorders a tfjs conv filter [kh, kw, in, out] (HWIO) to ONNX's [out, in, kh, kw] (OIHW), scaling output channel o by `scale[o]`. */
-function hwioToOihw(filter: Float32Array, shape: readonly number[], scale?: Float64Array): Float32Array {
+export function hwioToOihw(filter: Float32Array, shape: readonly number[], scale?: Float64Array): Float32Array {
   const [kh = 0, kw = 0, inChannels = 0, outChannels = 0] = shape;
   const out = new Float32Array(filter.length);
   for (let y = 0; y < kh; y++) {

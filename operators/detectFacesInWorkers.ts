@@ -8,6 +8,8 @@ import { Piscina } from 'piscina';
 import { Observable, type OperatorFunction } from 'rxjs';
 
 import type { BackendName } from '../model/backend.ts';
+import type { EngineName } from '../model/engine.ts';
+import { parseEngineName } from '../model/mtcnnEngine.ts';
 import { resolveMtcnnOptions } from '../model/mtcnnDetect.ts';
 import { orderedMergeMap } from '../lib/orderedMergeMap.ts';
 import type { DetectFacesOptions, FaceImage } from './detectFaces.ts';
@@ -23,18 +25,21 @@ export interface DetectInWorkersOptions extends DetectFacesOptions {
   readonly threads?: number;
   /** Backend each worker selects; by default the fastest that loads. */
   readonly backend?: BackendName;
+  /** Engine of the networks in each worker; by default `loadMtcnnEngine`'s. */
+  readonly engine?: EngineName;
 }
 
 /**
- * Emits the same records as `detectFaces(loadMtcnn(modelsDir), options)`, in input order, with
- * each image's detection run in a worker thread. The pixels are copied to the worker and the
- * records come back without them, so each image crosses threads once.
+ * Emits the same records as `detectFaces(await loadMtcnnEngine(modelsDir, { engine }), options)`,
+ * in input order, with each image's detection run in a worker thread. The pixels are copied to
+ * the worker and the records come back without them, so each image crosses threads once.
  *
  * At most twice `threads` images are in the pool or waiting to be emitted. The pool starts on
  * subscription and is destroyed on completion, error or unsubscription. A worker that fails to
  * load the networks, or a network failure, errors the output.
  *
- * @throws RangeError at call time when an option is invalid.
+ * @throws RangeError at call time when an option is invalid, and Error naming the value when
+ *   `engine` is not an engine name.
  */
 export function detectFacesInWorkers(options: DetectInWorkersOptions): OperatorFunction<Maybe<DecodedImage>, Maybe<FaceImage>> {
   const threads = options.threads ?? os.availableParallelism();
@@ -45,9 +50,14 @@ export function detectFacesInWorkers(options: DetectInWorkersOptions): OperatorF
     // NOTE: the records of one image would need their own ordering; no caller needs it yet.
     throw new RangeError('detectFacesInWorkers: policy "all" is not supported; use detectFaces');
   }
-  const { modelsDir, threads: _threads, backend, ...detectOptions } = options;
+  const { modelsDir, threads: _threads, backend, engine, ...detectOptions } = options;
   resolveMtcnnOptions(detectOptions);
-  const workerData: DetectWorkerData = backend === undefined ? { modelsDir, options: detectOptions } : { modelsDir, options: detectOptions, backend };
+  const workerData: DetectWorkerData = {
+    modelsDir,
+    options: detectOptions,
+    ...(backend === undefined ? {} : { backend }),
+    ...(engine === undefined ? {} : { engine: parseEngineName(engine) }),
+  };
 
   return (source) =>
     new Observable<Maybe<FaceImage>>((subscriber) => {

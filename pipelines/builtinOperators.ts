@@ -16,7 +16,8 @@ import { readPairs, uniqueImages, type LfwPairs } from '../datasets/lfw.ts';
 import { hashFile } from '../lib/artifactCache.ts';
 import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
 import { lfwPaths, modelsRoot } from '../lib/paths.ts';
-import { loadMtcnn, MTCNN_MODEL_FILES } from '../model/mtcnn.ts';
+import { MTCNN_MODEL_FILES } from '../model/mtcnn.ts';
+import { DEFAULT_MTCNN_ENGINE, loadMtcnnEngine } from '../model/mtcnnEngine.ts';
 import { resolveMtcnnOptions } from '../model/mtcnnDetect.ts';
 import { loadEngineModel } from '../model/engine.ts';
 import { batch } from '../operators/batch.ts';
@@ -151,6 +152,8 @@ const detectFacesStage = defineStage({
     onNoFace: Schema.optionalWith(Schema.Literal('reject', 'center-crop'), { default: () => 'reject' as const }),
     /** Worker threads that run MTCNN; 1 runs it on the main thread. Results are the same either way. */
     workers: Schema.optionalWith(PositiveInt, { default: () => os.availableParallelism() }),
+    /** Inference engine of the networks; `auto` takes `DEFAULT_MTCNN_ENGINE`. */
+    engine: Schema.optionalWith(Schema.Literal('auto', 'onnx', 'tfjs'), { default: () => 'auto' as const }),
   }),
   pathParams: [{ name: 'models', kind: 'folder' }],
   input: 'DecodedImage',
@@ -186,11 +189,18 @@ const detectFacesStage = defineStage({
     const files = [MTCNN_MODEL_FILES.pnet, MTCNN_MODEL_FILES.rnet, MTCNN_MODEL_FILES.onet, ...(lnet ? [MTCNN_MODEL_FILES.lnet] : [])];
     const digests = await Promise.all(files.map((file) => hashFile(path.join(dir, file))));
     const options = { ...mtcnn, policy: 'center' as const, onNoFace: params.onNoFace };
-    const nets = params.workers > 1 ? undefined : await loadMtcnn(dir, { lnet });
-    const operator = nets === undefined ? detectFacesInWorkers({ ...options, modelsDir: dir, threads: params.workers, ...(context.backend === undefined ? {} : { backend: context.backend }) }) : detectFaces(nets, options);
+    const requested = params.engine === 'auto' ? {} : { engine: params.engine };
+    const nets = params.workers > 1 ? undefined : await loadMtcnnEngine(dir, { lnet, ...requested });
+    const operator =
+      nets === undefined
+        ? detectFacesInWorkers({ ...options, ...requested, modelsDir: dir, threads: params.workers, ...(context.backend === undefined ? {} : { backend: context.backend }) })
+        : detectFaces(nets, options);
+    // The engines agree to about 1e-4 pixels, not bit for bit, so each keeps its own records.
+    // NOTE: with workers, `auto` is keyed as the default engine even if a worker fell back to the other.
+    const engine = nets?.engine ?? (params.engine === 'auto' ? DEFAULT_MTCNN_ENGINE : params.engine);
     return {
       operator: operator as OpenedStage['operator'],
-      keyParams: { ...mtcnn, onNoFace: params.onNoFace, weights: digests },
+      keyParams: { ...mtcnn, onNoFace: params.onNoFace, weights: digests, engine },
       cache: {
         selfContained: false,
         encode: (face: FaceImage) => {

@@ -17,7 +17,8 @@ import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts'
 import { log } from '../lib/log.ts';
 import { pathsOverlap } from '../lib/paths.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
-import { loadMtcnn } from '../model/mtcnn.ts';
+import type { EngineName } from '../model/engine.ts';
+import { loadMtcnnEngine } from '../model/mtcnnEngine.ts';
 import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
 import { detectFaces, type FaceImage, type FacePolicy, type NoFacePolicy } from '../operators/detectFaces.ts';
 import { flowControl } from '../operators/flowControl.ts';
@@ -40,6 +41,8 @@ export interface PreprocessOptions {
   readonly policy?: FacePolicy;
   readonly onNoFace?: NoFacePolicy;
   readonly backend?: BackendName;
+  /** Inference engine of the MTCNN networks; by default `loadMtcnnEngine`'s. */
+  readonly engine?: EngineName;
   readonly progressBar?: boolean;
   /** Reject images with more pixels than this before decoding (default 50,000,000). */
   readonly maxPixels?: number;
@@ -115,7 +118,10 @@ export async function runPreprocess(options: PreprocessOptions): Promise<Preproc
   const mtcnn = resolveMtcnnOptions(options.mtcnn);
   const detectionsFile = path.resolve(options.detections ?? path.join(options.out, 'detections.jsonl'));
   await checkOutputs(options.out, detectionsFile, options.imageRoots ?? []);
-  const nets = await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' });
+  const nets = await loadMtcnnEngine(options.mtcnnDir, {
+    lnet: mtcnn.landmarkRefinement === 'lnet',
+    ...(options.engine === undefined ? {} : { engine: options.engine }),
+  });
 
   // The file gets its name only when the run has finished, so an interrupted or failed run
   // never leaves a detections file that looks complete.

@@ -6,7 +6,8 @@
 import { workerData } from 'node:worker_threads';
 
 import { initBackend, type BackendName } from '../../model/backend.ts';
-import { loadMtcnn } from '../../model/mtcnn.ts';
+import type { EngineName } from '../../model/engine.ts';
+import { loadMtcnnEngine } from '../../model/mtcnnEngine.ts';
 import { detectFacesIn, type DetectFacesOptions, type FaceImage } from '../detectFaces.ts';
 import { isRejected, type DecodedImage, type Rejected } from '../records.ts';
 
@@ -16,6 +17,8 @@ export interface DetectWorkerData {
   readonly modelsDir: string;
   readonly options: DetectFacesOptions;
   readonly backend?: BackendName;
+  /** Engine of the networks; by default `loadMtcnnEngine`'s. */
+  readonly engine?: EngineName;
 }
 
 /** A face record without the image pixels, which stay on the calling thread. */
@@ -23,9 +26,13 @@ export type FaceFieldsOnly = Omit<FaceImage, 'rgb'>;
 
 const settings = workerData as DetectWorkerData;
 const nets = (async () => {
-  // One tensor thread per worker: the pool already runs one worker per core.
+  // One tensor thread and one ONNX Runtime thread per worker: the pool already runs one worker per core.
   await initBackend(settings.backend, { wasmThreads: 1 });
-  return loadMtcnn(settings.modelsDir, { lnet: settings.options.landmarkRefinement === 'lnet' });
+  return loadMtcnnEngine(settings.modelsDir, {
+    lnet: settings.options.landmarkRefinement === 'lnet',
+    intraOpNumThreads: 1,
+    ...(settings.engine === undefined ? {} : { engine: settings.engine }),
+  });
 })();
 
 /**
