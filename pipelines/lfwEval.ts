@@ -1,17 +1,21 @@
 /**
  * The main job: LFW verification end to end. Reads the pairs and landmarks, decodes every image
- * the pairs use once, aligns it onto the SphereFace template, extracts features of the face and
- * its mirror, and runs the 10-fold protocol.
+ * the pairs use once, aligns it onto the model's template (SphereFace's unless the model names
+ * another), extracts features of the face and its mirror, and runs the 10-fold protocol.
  */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+
 import { from, lastValueFrom, map, toArray, type OperatorFunction } from 'rxjs';
 import { readLandmarks, readPairs, uniqueImages, type LfwPair } from '../datasets/lfw.ts';
 import { ArtifactCache, hashFile, sha256Hex } from '../lib/artifactCache.ts';
 import { faceLandmarks, readDetectionsFile } from '../lib/detectionsFile.ts';
 import { log } from '../lib/log.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.ts';
-import { loadMtcnn } from '../model/mtcnn.ts';
+import { loadMtcnnEngine } from '../model/mtcnnEngine.ts';
 import { resolveMtcnnOptions, type MtcnnOptions } from '../model/mtcnnDetect.ts';
-import { loadEngineModel, type EngineName } from '../model/engine.ts';
+import type { EngineName } from '../model/engine.ts';
+import { loadModel } from '../model/loadModel.ts';
 import { alignmentTemplate, DEFAULT_ALIGNMENT } from '../lib/alignmentTemplates.ts';
 import { batch } from '../operators/batch.ts';
 import { cached } from '../operators/cached.ts';
@@ -60,7 +64,10 @@ export interface LfwEvalOptions {
   readonly batchSize?: number;
   /** Force one backend; by default the fastest that loads. */
   readonly backend?: BackendName;
-  /** Inference engine for the network; by default ONNX Runtime when the network exports to it. */
+  /**
+   * Inference engine for the network and, with detected landmarks, for MTCNN. By default the
+   * network runs on ONNX Runtime when it exports to it, and MTCNN on `DEFAULT_MTCNN_ENGINE`.
+   */
   readonly engine?: EngineName;
   /**
    * Subtract the mean feature of the training folds before scoring, as SphereFace's evaluation
@@ -163,9 +170,26 @@ export async function landmarksFrom(file: string, origin: Landmarks['origin']): 
   return source;
 }
 
-/** Returns the SHA-256 of the model file a `NAME:PATH` spec names, or the spec itself when PATH is no file. */
+/**
+ * Returns a digest of the weights a model spec names, for cache keys: the SHA-256 of the file of
+ * a `NAME:PATH` spec; for a saved-model folder, or the manifest of an imported ONNX model, the
+ * SHA-256 over its files (manifest, model.json and shards, or manifest and ONNX file); the spec
+ * itself when it names no file (`random:SEED`).
+ */
 export async function modelDigest(spec: string): Promise<string> {
+  const folderStat = await stat(spec).catch(() => undefined);
+  if (folderStat?.isDirectory() === true) {
+    const names = (await readdir(spec)).filter((name) => !name.startsWith('.')).sort();
+    const parts = await Promise.all(names.map(async (name) => `${name}:${await hashFile(path.join(spec, name)).catch(() => 'not a file')}`));
+    return sha256Hex(parts.join('\n'));
+  }
   const file = spec.slice(spec.indexOf(':') + 1);
+  if (spec.startsWith('onnx:')) {
+    const manifest = await readFile(file, 'utf8').catch(() => undefined);
+    const model = manifest === undefined ? undefined : (JSON.parse(manifest) as { model?: unknown }).model;
+    const modelHash = typeof model === 'string' ? await hashFile(path.join(path.dirname(file), model)).catch(() => 'missing') : 'none';
+    return sha256Hex(`${manifest ?? spec}\n${modelHash}`);
+  }
   return hashFile(file).catch(() => spec);
 }
 
@@ -230,9 +254,11 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
   const detect = options.landmarks === DETECTED;
   const landmarks = detect ? undefined : await landmarksForImages(options, images);
   const mtcnn = resolveMtcnnOptions(options.mtcnn);
-  const nets = detect ? await loadMtcnn(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet' }) : undefined;
+  const nets = detect
+    ? await loadMtcnnEngine(options.mtcnnDir, { lnet: mtcnn.landmarkRefinement === 'lnet', ...(options.engine === undefined ? {} : { engine: options.engine }) })
+    : undefined;
 
-  const model = await loadEngineModel(options.model, options.engine);
+  const { model } = await loadModel(options.model, options.engine === undefined ? {} : { engine: options.engine });
   log.info({ model: model.name, engine: model.engine, input: model.inputSize, channelOrder: model.channelOrder, embedding: model.embeddingSize }, 'model loaded');
   // The crops follow the template the network was trained on; every network built here uses
   // SphereFace's, and an imported ONNX model names its own.
@@ -274,7 +300,10 @@ export async function runLfwEval(options: LfwEvalOptions): Promise<LfwEvalResult
               template,
               outputSize,
               feature: 'image ++ mirror',
-              landmarks: detect ? { source: 'mtcnn', ...mtcnn, onNoFace: options.onNoFace ?? 'reject' } : { source: 'file', origin: options.landmarkOrigin ?? 'one-based' },
+              landmarks:
+                nets === undefined
+                  ? { source: 'file', origin: options.landmarkOrigin ?? 'one-based' }
+                  : { source: 'mtcnn', ...mtcnn, onNoFace: options.onNoFace ?? 'reject', engine: nets.engine },
             },
             // The landmarks of a file are part of the input: a changed landmark line recomputes that image.
             inputHash: async (ref) => sha256Hex(`${await hashFile(ref.path)}:${JSON.stringify(landmarks?.get(ref.id) ?? null)}`),

@@ -180,3 +180,29 @@ export function packedDoubles(field: number, values: readonly number[]): number[
 export function packedVarints(field: number, values: readonly number[]): number[] {
   return bytesField(field, values.flatMap(varintBytes));
 }
+
+/**
+ * Encodes a length-delimited field as bytes, for messages too large for the number-array
+ * encoders above (a SphereFace `fc5` blob has 11 million floats). `parts` are concatenated
+ * into the payload.
+ */
+export function lengthDelimitedBytes(field: number, parts: ReadonlyArray<Uint8Array | readonly number[]>): Uint8Array {
+  const payloadLength = parts.reduce((sum, part) => sum + part.length, 0);
+  const prefix = [...varintBytes(field * 8 + LENGTH_DELIMITED), ...varintBytes(payloadLength)];
+  const out = new Uint8Array(prefix.length + payloadLength);
+  out.set(prefix, 0);
+  let offset = prefix.length;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** Encodes a packed repeated float field from a Float32Array, little-endian, as bytes. */
+export function packedFloat32Bytes(field: number, values: Float32Array): Uint8Array {
+  const bytes = new Uint8Array(4 * values.length);
+  const view = new DataView(bytes.buffer);
+  values.forEach((v, i) => view.setFloat32(4 * i, v, true));
+  return lengthDelimitedBytes(field, [bytes]);
+}
