@@ -11,7 +11,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 
-import { registerThreadedWasm, wasmThreadsInUse, wasmThreadsSetting } from './wasmThreads.ts';
+import { log } from '../lib/log.ts';
+import { registerThreadedWasm, threadedStartError, wasmThreadsInUse, wasmThreadsSetting } from './wasmThreads.ts';
 
 export const BACKEND_NAMES = ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -89,17 +90,33 @@ async function activateWasm(threads: number): Promise<'wasm'> {
     let restore: (() => void) | undefined;
     try {
       restore = registerThreadedWasm(threads);
-      await setBackendQuietly('wasm');
+      await withoutConsoleWarnings(() => setBackendQuietly('wasm'));
       wasmStart = { threads: wasmThreadsInUse() };
       return 'wasm';
     } catch (error) {
       restore?.();
-      wasmStart = { threads: 1, note: `the threaded wasm build did not start (${describe(error)}); running on 1 thread` };
+      const reason = threadedStartError() ?? describe(error);
+      wasmStart = { threads: 1, note: `the threaded wasm build did not start (${reason}); running on 1 thread` };
+      log.warn({ threads, reason }, 'wasm backend: the threaded build did not start; running on 1 thread');
     }
   }
   await setBackendQuietly('wasm');
   wasmStart ??= { threads: 1 };
   return 'wasm';
+}
+
+/**
+ * Runs `body` with `console.warn` silenced. tfjs prints a failed backend's whole stack there;
+ * `activateWasm` logs the reason itself, once.
+ */
+async function withoutConsoleWarnings<T>(body: () => Promise<T>): Promise<T> {
+  const warn = console.warn;
+  console.warn = () => undefined;
+  try {
+    return await body();
+  } finally {
+    console.warn = warn;
+  }
 }
 
 async function setBackendQuietly(tfName: string): Promise<void> {

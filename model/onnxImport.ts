@@ -27,7 +27,7 @@
  * Load one with the model spec `onnx:PATH/TO/manifest.json`.
  */
 import { createHash } from 'node:crypto';
-import { readFile, realpath } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -66,7 +66,7 @@ export const OnnxImportManifest = Schema.Struct({
   ),
   source: Schema.optional(
     Schema.Struct({
-      sha256: Schema.optional(Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/, { message: () => 'expected 64 lowercase hexadecimal digits' }))),
+      sha256: Schema.optional(Schema.String.pipe(Schema.pattern(/^[0-9a-fA-F]{64}$/, { message: () => 'expected 64 hexadecimal digits' }))),
       url: Schema.optional(NonEmptyString),
       note: Schema.optional(Schema.String),
     }),
@@ -95,7 +95,8 @@ export interface OnnxImportOptions {
 export function parseOnnxImportManifest(text: string, file: string): OnnxImportManifest {
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    // A byte order mark, as some Windows editors write, is not part of the JSON.
+    json = JSON.parse(text.replace(/^\uFEFF/, ''));
   } catch (error) {
     throw new OnnxImportError(`${file}: not valid JSON (${(error as Error).message})`);
   }
@@ -157,8 +158,8 @@ function toNchw(batch: Float32Array, n: number, height: number, width: number): 
 }
 
 /**
- * Loads a third-party ONNX embedding model from its manifest. Runs one blank face through it to
- * learn and check the embedding length.
+ * Loads a third-party ONNX embedding model from its manifest. Runs two blank faces through it to
+ * learn and check the embedding length; a graph whose batch is fixed at 1 runs one face at a time.
  *
  * @throws OnnxImportError naming the file and field for a bad manifest, a path outside the
  *   manifest's folder, a checksum mismatch, or a graph whose inputs and outputs do not fit.
@@ -171,13 +172,20 @@ export async function loadOnnxImport(manifestFile: string, options: OnnxImportOp
     throw new OnnxImportError(`${manifestFile}: cannot read the ONNX model manifest (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   }
   const manifest = parseOnnxImportManifest(text, manifestFile);
-  const folder = path.dirname(path.resolve(manifestFile));
+  // The model lies beside the manifest itself, also when the manifest is reached through a link.
+  const folder = path.dirname(await realpath(manifestFile));
   const modelFile = await resolveInside(folder, manifest.model, 'model', manifestFile);
-  const bytes = await readFile(modelFile);
+  let bytes: Buffer;
+  try {
+    if (!(await stat(modelFile)).isFile()) throw new Error('it is not a file');
+    bytes = await readFile(modelFile);
+  } catch (error) {
+    throw new OnnxImportError(`${manifestFile}: model "${manifest.model}" (${modelFile}) cannot be read: ${(error as Error).message}`);
+  }
   const expectedSha = manifest.source?.sha256;
   if (expectedSha !== undefined) {
     const actual = createHash('sha256').update(bytes).digest('hex');
-    if (actual !== expectedSha) {
+    if (actual !== expectedSha.toLowerCase()) {
       throw new OnnxImportError(`${modelFile}: SHA-256 is ${actual}, but ${manifestFile} (source.sha256) expects ${expectedSha}`);
     }
   }
@@ -214,20 +222,42 @@ export async function loadOnnxImport(manifestFile: string, options: OnnxImportOp
       return { data: output.data as Float32Array, dims: output.dims };
     };
 
+    // Two faces, because every face goes with its mirror. Many exported models fix the batch at
+    // 1; those run one face at a time.
+    const fitError = (error: unknown, n: number): OnnxImportError =>
+      new OnnxImportError(
+        `${modelFile}: a ${manifest.input.layout} batch [${n}, ${nchw ? `3, ${height}, ${width}` : `${height}, ${width}, 3`}] for alignment ` +
+          `${manifest.alignment} does not fit the graph's input "${inputName}": ${(error as Error).message.split('\n').slice(0, 4).join(' ').trim()}`,
+      );
     let probe: { data: Float32Array; dims: readonly number[] };
+    let oneAtATime = false;
     try {
-      probe = await run(new Float32Array(height * width * 3), 1);
+      probe = await run(new Float32Array(2 * height * width * 3), 2);
     } catch (error) {
       if (error instanceof OnnxImportError) throw error;
+      try {
+        probe = await run(new Float32Array(height * width * 3), 1);
+        oneAtATime = true;
+      } catch (single) {
+        if (single instanceof OnnxImportError) throw single;
+        throw fitError(single, 1);
+      }
+    }
+    const rows = oneAtATime ? 1 : 2;
+    const [first, second = 1, ...rest] = probe.dims;
+    const embeddingSize = second;
+    if (first !== rows || embeddingSize < 1 || rest.some((size) => size !== 1) || probe.data.length !== rows * embeddingSize) {
       throw new OnnxImportError(
-        `${modelFile}: a ${manifest.input.layout} batch [1, ${nchw ? `3, ${height}, ${width}` : `${height}, ${width}, 3`}] for alignment ` +
-          `${manifest.alignment} does not fit the graph's input "${inputName}": ${(error as Error).message.split('\n')[0] ?? ''}`,
+        `${modelFile}: output "${outputName}" has shape [${probe.dims.join(', ')}] for ${rows} face(s), expected an embedding per face: [${rows}, D] or [${rows}, D, 1, 1]`,
       );
     }
-    const embeddingSize = probe.data.length;
-    if (probe.dims[0] !== 1 || embeddingSize < 1) {
-      throw new OnnxImportError(`${modelFile}: output "${outputName}" has shape [${probe.dims.join(', ')}] for one face, expected [1, D] or [1, D, 1, 1]`);
-    }
+    const runBatch = async (batch: Float32Array, n: number): Promise<Float32Array> => {
+      if (!oneAtATime) return (await run(batch, n)).data;
+      const out = new Float32Array(n * embeddingSize);
+      const size = height * width * 3;
+      for (let i = 0; i < n; i++) out.set((await run(batch.subarray(i * size, (i + 1) * size), 1)).data, i * embeddingSize);
+      return out;
+    };
 
     let released = false;
     return {
@@ -247,11 +277,11 @@ export async function loadOnnxImport(manifestFile: string, options: OnnxImportOp
         if (!Number.isInteger(n) || n < 1 || batch.length !== expected) {
           throw new Error(`${name}: batch has ${batch.length} values for n = ${n}, expected n ≥ 1 and n × ${height} × ${width} × 3 = ${expected} values`);
         }
-        const result = await run(batch, n);
-        if (result.dims[0] !== n || result.data.length !== n * embeddingSize) {
-          throw new Error(`${name}: output "${outputName}" has shape [${result.dims.join(', ')}] for ${n} faces, expected ${n} rows of ${embeddingSize}`);
+        const result = await runBatch(batch, n);
+        if (result.length !== n * embeddingSize) {
+          throw new Error(`${name}: output "${outputName}" has ${result.length} values for ${n} faces, expected ${n} rows of ${embeddingSize}`);
         }
-        return result.data;
+        return result;
       },
       dispose(): void {
         if (released) return;

@@ -380,7 +380,10 @@ function batchMatMul(args: { inputs: { a: TensorInfo; b: TensorInfo }; backend: 
   const { a, b } = args.inputs;
   const transposeA = args.attrs['transposeA'] === true;
   const transposeB = args.attrs['transposeB'] === true;
-  if (!transposeA && !transposeB) return original(args as never) as TensorInfo;
+  // wasm's Transpose fails on an empty tensor; the package kernel handles empty products itself.
+  if ((!transposeA && !transposeB) || elementCount(args.inputs.a) === 0 || elementCount(args.inputs.b) === 0) {
+    return original(args as never) as TensorInfo;
+  }
 
   const rankA = a.shape.length;
   const rankB = b.shape.length;

@@ -25,7 +25,7 @@
  * checks the version before it replaces anything.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -96,7 +96,10 @@ function writeWorkerScript(workerModule: string): string {
   // the string holds `"\n"` escapes that became real line breaks inside a string literal.
   const script = exported.replace(/\n/g, '\\n');
   const hash = createHash('sha256').update(script).digest('hex').slice(0, 16);
-  const dir = path.join(os.tmpdir(), 'sphereface-ts');
+  // One folder per user, readable only by that user: the script runs inside our process, so no
+  // one else may be able to replace it.
+  const uid = typeof process.getuid === 'function' ? process.getuid() : undefined;
+  const dir = path.join(os.tmpdir(), uid === undefined ? 'sphereface-ts' : `sphereface-ts-${uid}`);
   // `.cjs`, because the script uses `require` and a `type: module` package.json above the
   // temporary folder would otherwise make Node load it as ESM.
   const file = path.join(dir, `tfjs-wasm-${wasmVersion}-${hash}.worker.cjs`);
@@ -105,10 +108,19 @@ function writeWorkerScript(workerModule: string): string {
   } catch {
     // Missing or unreadable: write it below.
   }
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const owner = statSync(dir);
+  if (uid !== undefined && (owner.uid !== uid || (owner.mode & 0o022) !== 0)) {
+    throw new Error(`${dir} belongs to another user or others can write to it; remove it or set TMPDIR to a private folder`);
+  }
   const temporary = `${file}.${process.pid}.${Date.now()}.tmp`;
-  writeFileSync(temporary, script);
-  renameSync(temporary, file);
+  try {
+    writeFileSync(temporary, script, { mode: 0o600 });
+    renameSync(temporary, file);
+  } catch (error) {
+    rmSync(temporary, { force: true });
+    throw error;
+  }
   return file;
 }
 
@@ -185,7 +197,17 @@ export function registerThreadedWasm(threads: number): () => void {
   if (tf.findBackend('wasm') !== null) throw new Error('the wasm backend has already started; wasm threads must be chosen before its first use');
 
   const files = packageFiles();
+  lastStartError = undefined;
   const factory = async (): Promise<BackendWasm> => {
+    try {
+      return await startThreaded();
+    } catch (error) {
+      // tf.setBackend only returns false for a failed factory, so keep the reason here.
+      lastStartError = error instanceof Error ? error.message : String(error);
+      throw error;
+    }
+  };
+  const startThreaded = async (): Promise<BackendWasm> => {
     const workerScript = writeWorkerScript(files.workerModule);
     const createModule = require(files.mainScript) as ModuleFactory;
     const module = await withReportedCores(threads, () =>
@@ -215,6 +237,13 @@ export function registerThreadedWasm(threads: number): () => void {
     tf.removeBackend('wasm');
     tf.registerBackend('wasm', original, 2);
   };
+}
+
+let lastStartError: string | undefined;
+
+/** Why the last threaded start failed, or undefined when it did not fail. */
+export function threadedStartError(): string | undefined {
+  return lastStartError;
 }
 
 /** The threads the started wasm backend computes on, as its C++ side reports them. */

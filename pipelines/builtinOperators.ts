@@ -14,7 +14,7 @@ import sharp from 'sharp';
 import { readImageFolder, readImageList } from '../datasets/imageFolder.ts';
 import { readPairs, uniqueImages, type LfwPairs } from '../datasets/lfw.ts';
 import { hashFile } from '../lib/artifactCache.ts';
-import { SPHEREFACE_OUTPUT_SIZE, SPHEREFACE_TEMPLATE } from '../lib/cp2tform.ts';
+import { SPHEREFACE_OUTPUT_SIZE } from '../lib/cp2tform.ts';
 import { lfwPaths, modelsRoot } from '../lib/paths.ts';
 import { MTCNN_MODEL_FILES } from '../model/mtcnn.ts';
 import { DEFAULT_MTCNN_ENGINE, loadMtcnnEngine } from '../model/mtcnnEngine.ts';
@@ -28,6 +28,8 @@ import { kFoldVerify } from '../operators/kFoldVerify.ts';
 import { readImages } from '../operators/readImages.ts';
 import { isRejected, reject, type AlignedFace, type DecodedImage, type Feature, type Landmarks, type Maybe } from '../operators/records.ts';
 import { similarityAlign } from '../operators/similarityAlign.ts';
+import { ALIGNMENT_NAMES, alignmentTemplate, DEFAULT_ALIGNMENT, type AlignmentName } from '../lib/alignmentTemplates.ts';
+import type { FivePoints } from '../operators/records.ts';
 import { landmarksFrom, modelDigest } from './lfwEval.ts';
 import { defineSource, defineStage, SOURCE_IDS, type OperatorDefinition, type OpenedStage } from './operatorDefinition.ts';
 import { cropPath } from './preprocess.ts';
@@ -233,16 +235,34 @@ function decodeAlignedFace(bytes: Uint8Array, ref: { id: string; path: string })
   return { id: ref.id, path: ref.path, ...header, rgb };
 }
 
+/** The template points and crop size that the `similarityAlign` stage's parameters name. */
+function alignmentOf(params: {
+  readonly template: 'sphereface' | AlignmentName | FivePoints;
+  readonly outputSize?: { readonly width: number; readonly height: number } | undefined;
+}): { template: FivePoints; outputSize: { width: number; height: number } } {
+  // Width first, as the stage always keyed its cache entries.
+  const size = (value: { readonly width: number; readonly height: number }) => ({ width: value.width, height: value.height });
+  if (typeof params.template === 'string') {
+    const named = alignmentTemplate(params.template === 'sphereface' ? DEFAULT_ALIGNMENT : params.template);
+    return { template: named.template, outputSize: size(params.outputSize ?? named.outputSize) };
+  }
+  return { template: params.template, outputSize: size(params.outputSize ?? SPHEREFACE_OUTPUT_SIZE) };
+}
+
 const similarityAlignStage = defineStage({
   name: 'similarityAlign',
   description: 'warp each face onto the alignment template with a similarity transform (cp2tform)',
   params: Schema.Struct({
-    template: Schema.optionalWith(Schema.Union(Schema.Literal('sphereface'), Schema.Tuple(Point, Point, Point, Point, Point)), {
-      default: () => 'sphereface' as const,
-    }),
-    outputSize: Schema.optionalWith(Schema.Struct({ width: PositiveInt, height: PositiveInt }), {
-      default: () => ({ width: SPHEREFACE_OUTPUT_SIZE.width, height: SPHEREFACE_OUTPUT_SIZE.height }),
-    }),
+    /**
+     * `sphereface` (SphereFace's 112×96 template), a named template of
+     * `lib/alignmentTemplates.ts` such as `arcface-112x112`, or five 1-based (x, y) points.
+     */
+    template: Schema.optionalWith(
+      Schema.Union(Schema.Literal('sphereface', ...ALIGNMENT_NAMES), Schema.Tuple(Point, Point, Point, Point, Point)),
+      { default: () => 'sphereface' as const },
+    ),
+    /** Crop size; default the named template's, or 112×96 with explicit points. */
+    outputSize: Schema.optional(Schema.Struct({ width: PositiveInt, height: PositiveInt })),
   }),
   input: 'LandmarkedImage',
   output: 'AlignedFace',
@@ -250,17 +270,17 @@ const similarityAlignStage = defineStage({
   shape: 'per-item',
   check: (params) => {
     try {
-      similarityAlign({ template: params.template === 'sphereface' ? SPHEREFACE_TEMPLATE : params.template, outputSize: params.outputSize });
+      similarityAlign(alignmentOf(params));
     } catch (error) {
       return (error as Error).message;
     }
     return undefined;
   },
   open: async (params) => {
-    const template = params.template === 'sphereface' ? SPHEREFACE_TEMPLATE : params.template;
+    const { template, outputSize } = alignmentOf(params);
     return {
-      operator: similarityAlign({ template, outputSize: params.outputSize }) as OpenedStage['operator'],
-      keyParams: { template, outputSize: params.outputSize },
+      operator: similarityAlign({ template, outputSize }) as OpenedStage['operator'],
+      keyParams: { template, outputSize },
       cache: { selfContained: true, encode: encodeAlignedFace, decode: decodeAlignedFace },
     };
   },

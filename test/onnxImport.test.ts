@@ -36,8 +36,7 @@ const FEATURES = 4;
  * A stand-in for a third-party model: NCHW input "data" [N, 3, 112, 112], output "fc1" [N, 4]
  * = flatten(data) · W. Its output can be computed by hand, which checks the layout.
  */
-function linearNchwModel(weights: Float32Array, outputs: readonly string[] = ['fc1']): Uint8Array {
-  const batch: DimensionMessage = { dim_param: 'N' };
+function linearNchwModel(weights: Float32Array, outputs: readonly string[] = ['fc1'], batch: DimensionMessage = { dim_param: 'N' }): Uint8Array {
   const raw = (values: Float32Array): Uint8Array => new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   return encodeModel({
     ir_version: 7,
@@ -211,8 +210,51 @@ t.test('bad manifests and models are refused with the file and the field', async
   t.equal(named.embeddingSize, FEATURES, 'two outputs, one named');
   named.dispose();
 
+  // A graph that passes its input through has no embedding output.
+  await writeFile(
+    path.join(dir, 'identity.onnx'),
+    encodeModel({
+      ir_version: 7,
+      producer_name: 'onnx-import-test',
+      producer_version: '1',
+      opset_import: [{ domain: '', version: 13 }],
+      metadata_props: [],
+      graph: {
+        name: 'identity',
+        node: [{ name: 'same', op_type: 'Identity', input: ['data'], output: ['out'], attribute: [] }],
+        initializer: [],
+        input: [{ name: 'data', type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_param: 'N' }, { dim_value: 3 }, { dim_value: SIDE }, { dim_value: SIDE }] } } } }],
+        output: [{ name: 'out', type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_param: 'N' }, { dim_value: 3 }, { dim_value: SIDE }, { dim_value: SIDE }] } } } }],
+      },
+    }),
+  );
+  await t.rejects(
+    loadOnnxImport(await writeManifest('identity.json', { ...baseManifest, model: 'identity.onnx', source: undefined })),
+    { message: /output "out" has shape \[2, 3, 112, 112\] for 2 face\(s\), expected an embedding per face/ },
+    'an output that is not one vector per face',
+  );
+
   await writeFile(path.join(dir, 'broken.json'), '{ "format": ');
   await t.rejects(loadOnnxImport(path.join(dir, 'broken.json')), { message: /broken\.json: not valid JSON/ }, 'malformed JSON');
+});
+
+t.test('a graph with its batch fixed at 1 runs one face at a time', async (t) => {
+  await writeFile(path.join(dir, 'batch1.onnx'), linearNchwModel(weights, ['fc1'], { dim_value: 1 }));
+  const single = await loadOnnxImport(await writeManifest('batch1.json', { ...baseManifest, model: 'batch1.onnx', source: undefined }));
+  const batched = await loadOnnxImport(await writeManifest('batched.json', { ...baseManifest, source: undefined }));
+  t.teardown(() => {
+    single.dispose();
+    batched.dispose();
+  });
+  const faces = await alignedFaces(['Aaron_Eckhart/Aaron_Eckhart_0001.jpg', 'Abel_Pacheco/Abel_Pacheco_0001.jpg'], 'arcface-112x112');
+  const one = await embedBatch(single, faces, true);
+  const many = await embedBatch(batched, faces, true);
+  t.equal(one.length, 2);
+  for (const [i, feature] of one.entries()) {
+    const reference = many[i] as Float32Array;
+    const difference = Math.max(...feature.map((value, k) => Math.abs(value - (reference[k] as number))));
+    t.ok(difference <= 1e-4 * Math.max(...reference.map(Math.abs)), `face ${i}: same features one at a time (max difference ${difference.toExponential(2)})`);
+  }
 });
 
 t.test('an imported model refuses the tfjs engine', async (t) => {

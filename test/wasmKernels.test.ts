@@ -160,6 +160,8 @@ const MATMUL_CASES: Array<{ a: number[]; b: number[]; transposeA: boolean; trans
   { a: [1, 6, 4], b: [3, 6, 5], transposeA: true, transposeB: false, way: 'direct, broadcast batch' },
   { a: [3, 9, 2], b: [1, 9, 2], transposeA: true, transposeB: false, way: 'swapped, broadcast batch' },
   { a: [1, 32, 600], b: [1, 32, 64], transposeA: true, transposeB: false, way: 'a dense weight gradient' },
+  { a: [0, 3, 4], b: [0, 5, 4], transposeA: false, transposeB: true, way: 'an empty batch' },
+  { a: [1, 0, 4], b: [1, 0, 5], transposeA: true, transposeB: false, way: 'an empty inner dimension' },
 ];
 
 t.test('BatchMatMul with transposed operands matches cpu', async (t) => {

@@ -1,5 +1,7 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import t from 'tap';
@@ -32,9 +34,9 @@ t.test('initBackend turns a bad thread count into a BackendError before starting
   await t.rejects(initBackend(undefined, { wasmThreads: 0 }), { message: /got 0/ });
 });
 
-function runChild(threads: string): { status: number | null; signal: NodeJS.Signals | null; line: Record<string, unknown>; stderr: string } {
+function runChild(threads: string, extraEnv: NodeJS.ProcessEnv = {}): { status: number | null; signal: NodeJS.Signals | null; line: Record<string, unknown>; stderr: string } {
   const result = spawnSync(process.execPath, ['--import=tsx', CHILD], {
-    env: { ...process.env, SPHEREFACE_WASM_THREADS: threads },
+    env: { ...process.env, SPHEREFACE_WASM_THREADS: threads, ...extraEnv },
     encoding: 'utf8',
     // A process held open by the backend's workers would never end; the timeout turns that into
     // a failure with a signal instead of a hung test.
@@ -65,4 +67,19 @@ t.test('a process on the threaded backend computes what one thread does and exit
   const b = Number(one.line['sumOfSquares']);
   t.ok(Number.isFinite(a) && a > 0, `sum of squares is a positive number: ${a}`);
   t.ok(Math.abs(a - b) <= 1e-5 * b, `same convolution on 1 and 2 threads: ${a} vs ${b}`);
+});
+
+t.test('when the threaded build cannot start, one thread runs and the log says why', async (t) => {
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'wasm-threads-'));
+  t.teardown(() => rm(tmp, { recursive: true, force: true }));
+  // A file where the worker script's folder should go.
+  const uid = typeof process.getuid === 'function' ? process.getuid() : undefined;
+  await writeFile(path.join(tmp, uid === undefined ? 'sphereface-ts' : `sphereface-ts-${uid}`), 'not a folder');
+  const run = runChild('2', { TMPDIR: tmp });
+  t.equal(run.status, 0, `exit code 0 ${run.stderr.slice(-300)}`);
+  t.equal(run.line['threads'], 1, 'falls back to 1 thread');
+  t.match(String(run.line['note']), /threaded wasm build did not start \(.*(EEXIST|ENOTDIR)/, 'the note keeps the cause');
+  t.match(run.stderr, /the threaded build did not start/, 'a warning is logged');
+  t.notMatch(run.stderr, /Initialization of backend wasm failed/, "tfjs's own stack trace is not printed");
+  t.same((await readdir(tmp)).filter((name) => name.endsWith('.tmp')), [], 'no temporary file is left');
 });
