@@ -7,9 +7,9 @@
  *
  * The chart is drawn as SVG and rasterised by sharp, so it needs no charting package.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
-import sharp from 'sharp';
+import { escapeXml, niceTicks, renderPng } from '../lib/svgChart.ts';
 
 interface Entry {
   readonly iteration: number;
@@ -53,16 +53,6 @@ const last = entries[entries.length - 1]!.iteration;
 const first = entries[0]!.iteration;
 const x = (iteration: number) => LEFT + ((iteration - first) / Math.max(1, last - first)) * (WIDTH - LEFT - RIGHT);
 
-function niceTicks(min: number, max: number, count: number): number[] {
-  const span = max - min || 1;
-  const raw = span / count;
-  const power = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw) ?? raw;
-  const ticks: number[] = [];
-  for (let v = Math.ceil(min / step) * step; v <= max + 1e-9; v += step) ticks.push(Number(v.toPrecision(10)));
-  return ticks;
-}
-
 function panel(top: number, label: string, values: readonly number[], min: number, max: number, format: (v: number) => string): string {
   const y = (v: number) => top + PANEL - ((v - min) / (max - min || 1)) * PANEL;
   const path = (vs: readonly number[]) => vs.map((v, i) => `${i === 0 ? 'M' : 'L'}${x(entries[i]!.iteration).toFixed(1)},${y(v).toFixed(1)}`).join('');
@@ -86,12 +76,12 @@ const xTicks = niceTicks(first, last, 8)
   .join('\n');
 const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" font-family="DejaVu Sans, sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-<text x="${WIDTH / 2}" y="24" text-anchor="middle" font-size="16">${title.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</text>
+<text x="${WIDTH / 2}" y="24" text-anchor="middle" font-size="16">${escapeXml(title)}</text>
 ${panel(TOP, `loss (thin: each step; thick: mean of ${window} steps)`, losses, Math.floor(lossMin * 10) / 10, Math.ceil(lossMax * 10) / 10, (v) => v.toFixed(1))}
 ${panel(TOP + PANEL + GAP, 'training accuracy, % (plain cosine logits)', accuracies, 0, Math.max(10, Math.ceil(Math.max(...accuracies) / 10) * 10), (v) => v.toFixed(0))}
 ${xTicks}
 <text x="${WIDTH / 2}" y="${HEIGHT - 8}" text-anchor="middle" font-size="13">iteration</text>
 </svg>`;
 
-await sharp(Buffer.from(svg)).png().toFile(outFile);
+await writeFile(outFile, await renderPng(svg));
 console.log(JSON.stringify({ out: outFile, entries: entries.length, firstLoss: losses[0], lastMeanLoss: movingMean(losses).at(-1) }));

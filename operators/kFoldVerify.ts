@@ -71,6 +71,25 @@ export interface VerificationReport {
   readonly subtractMean: boolean;
 }
 
+/**
+ * A `VerificationReport` with the pair scores it was computed from. Arrays indexed by pair follow
+ * the order of the `pairs` argument.
+ */
+export interface ScoredVerification {
+  readonly report: VerificationReport;
+  /**
+   * Score of each pair in the fold where it is a test pair: the cosine that fold's accuracy
+   * counts, with the mean of the other folds subtracted when `subtractMean` is set.
+   */
+  readonly testScores: Float64Array;
+  /**
+   * `scoresByFold[f][p]` is the score of pair p while fold f + 1 is the test fold, so every pair
+   * is centred on the mean of the other folds' pairs. `testScores[p]` equals
+   * `scoresByFold[pairs[p].fold][p]`.
+   */
+  readonly scoresByFold: readonly Float64Array[];
+}
+
 /** The grid is k / THRESHOLD_SCALE for k = −THRESHOLD_SCALE … THRESHOLD_SCALE. */
 const THRESHOLD_SCALE = 10000;
 
@@ -315,12 +334,15 @@ function verifyPlan(
   features: ReadonlyMap<string, Float32Array | Float64Array>,
   options: Required<KFoldVerifyOptions>,
   rejections?: ReadonlyMap<string, Rejected>,
-): VerificationReport {
+): ScoredVerification {
   const { matrix, dimension } = gatherFeatures(plan, features, rejections);
   const folds: FoldResult[] = [];
+  const scoresByFold: Float64Array[] = [];
+  const testScores = new Float64Array(plan.fold.length);
 
   for (let testFold = 0; testFold < plan.folds; testFold++) {
     const scores = scorePairs(plan, matrix, dimension, testFold, options.subtractMean);
+    scoresByFold.push(scores);
 
     const trainSame: number[] = [];
     const trainDifferent: number[] = [];
@@ -335,6 +357,7 @@ function verifyPlan(
     for (let p = 0; p < scores.length; p++) {
       if (plan.fold[p] !== testFold) continue;
       const score = scores[p]!;
+      testScores[p] = score;
       if (plan.same[p] ? score > choice.threshold : score < choice.threshold) correct++;
       total++;
     }
@@ -354,7 +377,7 @@ function verifyPlan(
   const mean = folds.reduce((sum, f) => sum + f.accuracy, 0) / k;
   const variance = folds.reduce((sum, f) => sum + (f.accuracy - mean) ** 2, 0) / (k - 1);
 
-  return {
+  const report: VerificationReport = {
     folds,
     mean,
     std: Math.sqrt(variance),
@@ -364,6 +387,7 @@ function verifyPlan(
     dimension,
     subtractMean: options.subtractMean,
   };
+  return { report, testScores, scoresByFold };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,6 +407,21 @@ export function verifyFolds(
   features: ReadonlyMap<string, Float32Array | Float64Array>,
   options: KFoldVerifyOptions = {},
 ): VerificationReport {
+  return verifyPlan(planPairs(pairs), features, decodeOptions(options)).report;
+}
+
+/**
+ * Runs the k-fold protocol as `verifyFolds` does and also returns the score of every pair, for
+ * metrics and reports that need more than the fold accuracies. The report is the one
+ * `verifyFolds` returns for the same input.
+ *
+ * @throws the errors of `verifyFolds`
+ */
+export function verifyFoldsWithScores(
+  pairs: readonly VerificationPair[],
+  features: ReadonlyMap<string, Float32Array | Float64Array>,
+  options: KFoldVerifyOptions = {},
+): ScoredVerification {
   return verifyPlan(planPairs(pairs), features, decodeOptions(options));
 }
 
@@ -428,7 +467,7 @@ export function kFoldVerify(
 
       return concat(
         source.pipe(tap(collect), ignoreElements()),
-        defer(() => of(verifyPlan(plan, features, decoded, rejections))),
+        defer(() => of(verifyPlan(plan, features, decoded, rejections).report)),
       );
     });
 }

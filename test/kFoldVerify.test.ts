@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { from, lastValueFrom, Subject, toArray } from 'rxjs';
-import { kFoldVerify, verifyFolds, type VerificationPair, type VerificationReport } from '../operators/kFoldVerify.ts';
+import { kFoldVerify, verifyFolds, verifyFoldsWithScores, type VerificationPair, type VerificationReport } from '../operators/kFoldVerify.ts';
 import { reject, type Feature, type Maybe } from '../operators/records.ts';
 
 const pair = (fold: number, same: boolean, left: string, right: string): VerificationPair => ({
@@ -81,6 +81,29 @@ t.test('hand case: thresholds, ties and accuracies', async (t) => {
   close(t, report.mean, 0.95, 'mean');
   close(t, report.std, Math.sqrt(0.025), 'sample std');
   t.same([report.correct, report.total, report.dimension, report.subtractMean], [19, 20, 2, true]);
+});
+
+t.test('hand case: pair scores of each fold', async (t) => {
+  const { pairs, features } = handCase();
+  const { report, testScores, scoresByFold } = verifyFoldsWithScores(pairs, features);
+
+  t.same(report, verifyFolds(pairs, features), 'same report as verifyFolds');
+  t.equal(testScores.length, pairs.length);
+  t.equal(scoresByFold.length, 10);
+
+  // Pairs 0 … 17 are folds 0–8 (same, different), tested with μ = (1, 0); pairs 18, 19 are fold 9, tested with μ = (0, 0).
+  for (let p = 0; p < 18; p += 2) {
+    close(t, testScores[p]!, 56 / Math.sqrt(3200), `pair ${p} (same) test score`);
+    close(t, testScores[p + 1]!, 1 / Math.sqrt(257), `pair ${p + 1} (different) test score`);
+  }
+  close(t, testScores[18]!, 80 / Math.sqrt(14500), 'pair 18 (same, fold 10) test score');
+  close(t, testScores[19]!, 52 / Math.sqrt(5840), 'pair 19 (different, fold 10) test score');
+
+  // With fold 10 held out, μ = (0, 0): the ordinary folds score cos(A,B) = 63/65 and cos(C,D) = 0.
+  close(t, scoresByFold[9]![0]!, 63 / 65, 'fold 10 array, pair 0');
+  close(t, scoresByFold[9]![1]!, 0, 'fold 10 array, pair 1');
+  close(t, scoresByFold[0]![18]!, 61 / Math.sqrt(10282), 'fold 1 array, pair 18');
+  pairs.forEach((pair, p) => t.equal(testScores[p], scoresByFold[pair.fold]![p], `pair ${p}: test score is its fold's entry`));
 });
 
 t.test('hand case without mean subtraction', async (t) => {
