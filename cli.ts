@@ -10,7 +10,8 @@ import { log } from './lib/log.ts';
 import { dataRoot, lfwPaths } from './lib/paths.ts';
 import { BACKEND_NAMES, parseBackendName } from './model/backend.ts';
 import { formatFoldTable, formatSummary } from './pipelines/formatReport.ts';
-import { DETECTED, runLfwEval } from './pipelines/lfwEval.ts';
+import { DETECTED, runLfwEval, type LfwEvalOptions } from './pipelines/lfwEval.ts';
+import { DEFAULT_HARDEST_PAIRS, prepareReportDir, writeEvalReport } from './pipelines/evalReport.ts';
 import { runPreprocess } from './pipelines/preprocess.ts';
 import { readImageFolder, readImageList } from './datasets/imageFolder.ts';
 import type { FacePolicy, NoFacePolicy } from './operators/detectFaces.ts';
@@ -19,11 +20,23 @@ import { addRunCommand } from './commands/run.ts';
 import { ENGINE_NAMES, type EngineName } from './model/engine.ts';
 import { addCacheCommands } from './commands/cache.ts';
 import { addTrainCommand } from './commands/train.ts';
+import { addEmbedCommand } from './commands/embed.ts';
+import { addVerifyCommand } from './commands/verify.ts';
+import { addFetchCommand } from './commands/fetch.ts';
+import { addExportCommand } from './commands/export.ts';
 
 function positiveInteger(value: string): number {
   const parsed = Number(value);
   if (!/^[0-9]+$/.test(value.trim()) || !Number.isSafeInteger(parsed) || parsed < 1) {
     throw new InvalidArgumentError(`expected a positive integer in decimal digits, got "${value}"`);
+  }
+  return parsed;
+}
+
+function nonNegativeInteger(value: string): number {
+  const parsed = Number(value);
+  if (!/^[0-9]+$/.test(value.trim()) || !Number.isSafeInteger(parsed)) {
+    throw new InvalidArgumentError(`expected a non-negative integer in decimal digits, got "${value}"`);
   }
   return parsed;
 }
@@ -67,11 +80,18 @@ program
       .default('one-based'),
   )
   .option('--report <file>', 'also write the results, settings, backend and timings as JSON')
+  .option('--html <dir>', 'also write report.html (self-contained, with TAR at FAR = 1e-3, EER, plots and the hardest pairs) and roc.png, scores.png, folds.png into this folder')
+  .option('--hardest-pairs <n>', 'with --html: how many worst false accepts and worst false rejects to show', nonNegativeInteger, DEFAULT_HARDEST_PAIRS)
   .option('--batch-size <n>', 'faces per forward pass; the mirrors double it', positiveInteger, 32)
   .option('--max-pixels <n>', 'reject images with more pixels than this before decoding them', positiveInteger, 50_000_000)
   .addOption(new Option('--backend <name>', 'force a tensor backend instead of the fastest that loads').choices([...BACKEND_NAMES]))
-  .addOption(new Option('--engine <name>', 'run the network on ONNX Runtime or TensorFlow.js (default: ONNX Runtime when the network exports to it)').choices([...ENGINE_NAMES]))
+  .addOption(
+    new Option('--engine <name>', 'run the network, and MTCNN with --landmarks detected, on ONNX Runtime or TensorFlow.js (default: ONNX Runtime for the network when it exports to it, TensorFlow.js for MTCNN)').choices([
+      ...ENGINE_NAMES,
+    ]),
+  )
   .option('--cache <dir>', 'artifact cache folder: reuse the features of images, landmarks and model that are unchanged')
+  .option('--no-subtract-mean', 'score pairs by the plain cosine of their features, without subtracting the mean feature of the training folds; its thresholds apply to single pairs, so sphereface export --threshold-from accepts them')
   .option('--no-progress', 'log progress lines instead of drawing a bar, even on a terminal')
   .action(async (options: {
     dataset: string;
@@ -86,15 +106,19 @@ program
     refineLandmarks: LandmarkRefinement;
     landmarkOrigin: 'one-based' | 'zero-based';
     report?: string;
+    html?: string;
+    hardestPairs: number;
     batchSize: number;
     maxPixels: number;
     backend?: string;
     engine?: EngineName;
+    subtractMean: boolean;
     progress: boolean;
   }) => {
     const defaults = lfwPaths(options.data === undefined ? dataRoot() : path.resolve(options.data));
     const reportFile = options.report === undefined ? undefined : await prepareReportPath(options.report);
-    const result = await runLfwEval({
+    const htmlDir = options.html === undefined ? undefined : await prepareReportDir(options.html);
+    const evalOptions: LfwEvalOptions = {
       images: path.resolve(options.root ?? defaults.images),
       pairs: path.resolve(options.pairs ?? defaults.pairs),
       landmarks: options.landmarks === DETECTED ? DETECTED : path.resolve(options.landmarks ?? defaults.landmarks),
@@ -108,8 +132,10 @@ program
       ...(options.cache === undefined ? {} : { cacheDir: path.resolve(options.cache) }),
       ...(options.backend === undefined ? {} : { backend: parseBackendName(options.backend) }),
       ...(options.engine === undefined ? {} : { engine: options.engine }),
+      subtractMean: options.subtractMean,
       ...(options.progress ? {} : { progressBar: false }),
-    });
+    };
+    const result = await runLfwEval(evalOptions);
 
     const { report, timings } = result;
     const engine = result.settings['engine'] === 'onnx' ? 'ONNX Runtime' : result.backend.name;
@@ -141,6 +167,14 @@ program
       };
       await writeFile(reportFile, `${JSON.stringify(json, null, 2)}\n`);
       log.info({ file: reportFile }, 'report written');
+    }
+    if (htmlDir !== undefined) {
+      const written = await writeEvalReport(result, { dir: htmlDir, landmarks: evalOptions, hardestPairs: options.hardestPairs });
+      const { valAtFar, eer } = written.metrics;
+      process.stdout.write(
+        `TAR ${(100 * valAtFar.val).toFixed(2)} ± ${(100 * valAtFar.valStd).toFixed(2)} % at FAR = 1e-3, EER ${(100 * eer.rate).toFixed(2)} %\n` +
+          `report: ${written.files.html}\n`,
+      );
     }
   });
 
@@ -184,6 +218,7 @@ program
   .addOption(new Option('--refine-landmarks <net>', 'none (MTCNNv1, as SphereFace) or lnet (MTCNNv2 landmark refinement with det4)').choices(['none', 'lnet']).default('none'))
   .option('--max-pixels <n>', 'reject images with more pixels than this before decoding them', positiveInteger, 50_000_000)
   .addOption(new Option('--backend <name>', 'force a tensor backend instead of the fastest that loads').choices([...BACKEND_NAMES]))
+  .addOption(new Option('--engine <name>', 'run MTCNN on ONNX Runtime or TensorFlow.js (default: TensorFlow.js, or ONNX Runtime if it fails to start)').choices([...ENGINE_NAMES]))
   .option('--no-progress', 'log progress lines instead of drawing a bar, even on a terminal')
   .action(async (options: {
     dataset: 'lfw' | 'folder' | 'list';
@@ -201,6 +236,7 @@ program
     onNoFace: NoFacePolicy;
     mtcnn?: string;
     backend?: string;
+    engine?: EngineName;
     progress: boolean;
   }) => {
     let images;
@@ -232,6 +268,7 @@ program
       onNoFace: options.onNoFace,
       maxPixels: options.maxPixels,
       ...(options.backend === undefined ? {} : { backend: parseBackendName(options.backend) }),
+      ...(options.engine === undefined ? {} : { engine: options.engine }),
       ...(options.progress ? {} : { progressBar: false }),
     });
 
@@ -254,12 +291,25 @@ program
 addRunCommand(program, prepareReportPath);
 addCacheCommands(program);
 addTrainCommand(program);
+addEmbedCommand(program);
+addVerifyCommand(program);
+addFetchCommand(program);
+addExportCommand(program);
 
 // A reader that closes stdout early (`| head`) is not an error of ours: stop quietly.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(0);
   throw error;
 });
+
+// SPHEREFACE_PARSE_ONLY=1 parses and checks a command line as for a real run, then stops
+// before the command does anything. test/docsCommands.test.ts checks the documented commands so.
+if (process.env['SPHEREFACE_PARSE_ONLY'] === '1') {
+  program.hook('preAction', (_program, command) => {
+    process.stdout.write(`parsed: ${command.name()}\n`);
+    process.exit(0);
+  });
+}
 
 try {
   await program.parseAsync(process.argv);

@@ -68,7 +68,8 @@ export interface FaceVerifierOptions {
   readonly mtcnn?: MtcnnOptions;
   /**
    * Cosine threshold for `verify`: a score above it means the same person. Default: the
-   * threshold stored in the model's manifest. Without either, `verify` throws `MissingThresholdError`.
+   * threshold stored with the model (its manifest's, or the one measured for a published weights
+   * file, `model/knownWeights.ts`). Without either, `verify` throws `MissingThresholdError`.
    */
   readonly threshold?: number;
   /** TensorFlow.js backend for detection and pixel normalisation. Default: the fastest that loads. */
@@ -123,7 +124,7 @@ export interface Verification {
   readonly score: number;
   /** The threshold the score was compared with. */
   readonly threshold: number;
-  /** Origin of the threshold: the `threshold` option, or the model's manifest. */
+  /** Origin of the threshold: the `threshold` option, or the one stored with the model (`manifest`). */
   readonly thresholdSource: 'option' | 'manifest';
   /** True when `score > threshold`, the strict comparison of the LFW protocol. */
   readonly same: boolean;

@@ -21,11 +21,11 @@ function cosineThreshold(value: string): number {
 
 /** Formats the result as the lines the command prints, the decision last. */
 export function formatVerification(result: Verification): string {
-  const origin = result.thresholdSource === 'option' ? '--threshold' : "the model's manifest";
+  const origin = result.thresholdSource === 'option' ? 'from --threshold' : "the model's LFW threshold";
   return [
     ...result.faces.map(describeFaceUsed),
     `model: ${result.model}`,
-    `threshold: ${result.threshold} (from ${origin})`,
+    `threshold: ${result.threshold} (${origin})`,
     `cosine score: ${result.score.toFixed(4)}`,
     result.same ? 'same' : 'different',
   ].join('\n');
