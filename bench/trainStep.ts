@@ -3,9 +3,10 @@
  * (m = 4, the released Caffe layer's gradient) and the reference solver, as `sphereface train`
  * runs it.
  *
- * Usage: `npx tsx bench/trainStep.ts [BATCH] [STEPS] [BACKEND] [DEPTH] [HxW] [CLASSES]`
+ * Usage: `npx tsx bench/trainStep.ts [BATCH] [STEPS] [BACKEND] [DEPTH] [HxW] [CLASSES] [WARMUP]`
  * (default batch 32, 5 timed steps after 1 warm-up step, backend wasm, SphereFace-20 at
- * 112x96, 10,572 classes as CASIA-WebFace after the LFW overlap is removed).
+ * 112x96, 10,572 classes as CASIA-WebFace after the LFW overlap is removed). WARMUP 0 times
+ * the first step too, for the cpu backend, where one step takes many minutes.
  *
  * The pixels are a fixed pattern and the labels spread over the classes, because the cost of a
  * step does not depend on their values. The script prints one JSON line, with the growth of
@@ -49,7 +50,10 @@ const batch = {
   size: batchSize,
 };
 
-await trainer.step([batch]);
+const warmUpText = process.argv[8] ?? '1';
+const warmUpSteps = Number(warmUpText);
+if (!Number.isInteger(warmUpSteps) || warmUpSteps < 0) throw new Error(`warm-up step count "${warmUpText}" is invalid, expected an integer ≥ 0`);
+for (let i = 0; i < warmUpSteps; i++) await trainer.step([batch]);
 const tensorsAfterWarmUp = tf.memory().numTensors;
 
 const rates: number[] = [];
@@ -78,6 +82,7 @@ console.log(
     imagesPerSecondMax: Number((rates[rates.length - 1] ?? Number.NaN).toFixed(2)),
     stepSeconds: seconds.map((s) => Number(s.toFixed(2))),
     tensorGrowthPerStep,
+    warmUpSteps,
   }),
 );
 trainer.dispose();

@@ -8,6 +8,8 @@
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import * as ort from 'onnxruntime-node';
+
+import { createOrtSession } from './ortSession.ts';
 import { log } from '../lib/log.ts';
 import { ENGINE_NAMES, type EngineName } from './engine.ts';
 import {
@@ -90,13 +92,7 @@ export class OnnxMtcnnNets implements MtcnnEngineNets {
         const weights = parameters[net];
         if (weights === undefined) continue;
         try {
-          sessions[net] = await ort.InferenceSession.create(exportMtcnnOnnx(net, weights), {
-            executionProviders: ['cpu'],
-            graphOptimizationLevel: 'all',
-            intraOpNumThreads: threads,
-            interOpNumThreads: 1,
-            executionMode: 'sequential',
-          });
+          sessions[net] = (await createOrtSession(exportMtcnnOnnx(net, weights), { intraOpNumThreads: threads })).session;
         } catch (error) {
           throw new Error(`${net}: ONNX Runtime could not create a session: ${(error as Error).message}`, { cause: error });
         }

@@ -34,6 +34,8 @@ import path from 'node:path';
 import { Either, ParseResult, Schema } from 'effect';
 import * as ort from 'onnxruntime-node';
 
+import { createOrtSession } from './ortSession.ts';
+
 import { ALIGNMENT_NAMES, alignmentTemplate, type AlignmentName } from '../lib/alignmentTemplates.ts';
 import type { EmbeddingModel } from './types.ts';
 
@@ -193,13 +195,7 @@ export async function loadOnnxImport(manifestFile: string, options: OnnxImportOp
   const threads = options.intraOpNumThreads ?? os.availableParallelism();
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(bytes, {
-      executionProviders: ['cpu'],
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-    });
+    session = (await createOrtSession(bytes, { intraOpNumThreads: threads })).session;
   } catch (error) {
     throw new OnnxImportError(`${modelFile}: ONNX Runtime could not load the model: ${(error as Error).message}`);
   }

@@ -4,6 +4,8 @@
  */
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
+
+import { createOrtSession } from './ortSession.ts';
 import { ONNX_INPUT_NAME, ONNX_METADATA_KEYS, ONNX_OUTPUT_NAME } from './onnxExport.ts';
 import { decodeModelHeader } from './onnx/onnx.proto.ts';
 import type { EmbeddingModel } from './types.ts';
@@ -81,13 +83,7 @@ export class OnnxEmbeddingModel implements EmbeddingMetadata {
 
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(bytes, {
-        executionProviders: ['cpu'],
-        graphOptimizationLevel: 'all',
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        executionMode: 'sequential',
-      });
+      session = (await createOrtSession(bytes, { intraOpNumThreads: threads })).session;
     } catch (error) {
       throw new Error(`${source}: ONNX Runtime could not create a session: ${(error as Error).message}`, { cause: error });
     }
