@@ -11,7 +11,7 @@ import { alignmentTemplate, DEFAULT_ALIGNMENT } from '../lib/alignmentTemplates.
 import type { StoredThreshold } from '../model/knownWeights.ts';
 import { alignOrReject, resolveAlignSettings } from '../lib/alignFace.ts';
 import { initBackend, type BackendName } from '../model/backend.ts';
-import type { EngineName } from '../model/engine.ts';
+import { ENGINE_NAMES, type EngineName } from '../model/engine.ts';
 import { loadModel } from '../model/loadModel.ts';
 import { loadMtcnn, type MtcnnNets } from '../model/mtcnn.ts';
 import { detect, resolveMtcnnOptions, type Box, type Detection, type MtcnnOptions, type MtcnnSettings } from '../model/mtcnnDetect.ts';
@@ -387,6 +387,9 @@ function isEmbeddingModel(value: EmbeddingModel | LoadedFaceModel): value is Emb
 async function resolveModel(options: FaceVerifierOptions): Promise<ResolvedModel> {
   const requested = options.model ?? defaultModelSpec();
   if (typeof requested === 'string') {
+    if (options.engine !== undefined && !(ENGINE_NAMES as readonly string[]).includes(options.engine)) {
+      throw new RangeError(`engine '${String(options.engine)}' is unknown; expected one of ${ENGINE_NAMES.join(', ')}`);
+    }
     const loaded = await loadModel(requested, options.engine === undefined ? {} : { engine: options.engine });
     return { ...loaded, label: requested, ownsModel: true };
   }

@@ -2,8 +2,10 @@
  * `sphereface embed PHOTO…`: detects, aligns and embeds one face per photo and writes one JSON
  * line per face. See `api/face.ts` for the steps.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import type { WriteStream } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
+
+import { makeDirectory } from '../lib/makeDirectory.ts';
 import path from 'node:path';
 import { finished } from 'node:stream/promises';
 
@@ -40,8 +42,20 @@ async function openOutput(file: string): Promise<WriteStream> {
   const absolute = path.resolve(file);
   const existing = await stat(absolute).catch(() => undefined);
   if (existing?.isDirectory()) throw new Error(`--out ${absolute} is a directory; expected a file name such as ${path.join(absolute, 'features.jsonl')}`);
-  await mkdir(path.dirname(absolute), { recursive: true });
-  return createWriteStream(absolute);
+  await makeDirectory(path.dirname(absolute), '--out');
+  // Open the file now, before the model loads, so that an unwritable path fails at once.
+  let handle: FileHandle;
+  try {
+    handle = await open(absolute, 'w');
+  } catch (error) {
+    throw new Error(`--out: cannot write ${absolute} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  const stream = handle.createWriteStream();
+  stream.on('error', (error) => {
+    process.exitCode = 1;
+    process.stderr.write(`--out: writing ${absolute} failed: ${error.message}\n`);
+  });
+  return stream;
 }
 
 export function addEmbedCommand(program: Command): void {

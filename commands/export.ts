@@ -9,6 +9,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 
 import { hashFile } from '../lib/artifactCache.ts';
 import { log } from '../lib/log.ts';
+import { knownWeights } from '../model/knownWeights.ts';
 import { initBackend } from '../model/backend.ts';
 import { loadNetwork, type LoadedNetwork } from '../model/loadModel.ts';
 import { ALIGNMENTS, saveModel, type Alignment, type ModelManifest } from '../model/savedModel.ts';
@@ -29,6 +30,9 @@ function cosineThreshold(value: string): number {
   }
   return parsed;
 }
+
+/** Pairs in LFW View 2's `pairs.txt`. */
+const LFW_VIEW2_PAIRS = 6000;
 
 /** The fields of an eval report (`sphereface eval --report`) that the threshold comes from. */
 interface EvalReportThreshold {
@@ -65,6 +69,15 @@ export async function readEvalReportThreshold(file: string): Promise<EvalReportT
     throw new Error(
       `eval report ${file} was computed with mean subtraction (settings.protocol.subtractMean is true), so its thresholds compare features after subtracting ` +
         'the mean feature of the training folds and do not apply to two faces on their own. Rerun sphereface eval with --no-subtract-mean and pass that report',
+    );
+  }
+  // A threshold "the model scored on LFW" must come from the whole View 2 protocol.
+  const counts = (typeof root['counts'] === 'object' && root['counts'] !== null ? root['counts'] : {}) as Record<string, unknown>;
+  const pairs = field(counts['pairs'], 'counts.pairs', 'number') as number;
+  if (pairs !== LFW_VIEW2_PAIRS) {
+    throw new Error(
+      `eval report ${file} scored ${pairs} pairs, not the ${LFW_VIEW2_PAIRS} pairs of LFW View 2, so its threshold is not the model's LFW threshold; ` +
+        'rerun sphereface eval on the full pairs.txt, or give the value with --threshold',
     );
   }
   return {
@@ -114,8 +127,11 @@ export function addExportCommand(program: Command): void {
             protocol: `LFW View 2, ${report.folds}-fold, cosine of image+mirror features without mean subtraction`,
             lfwAccuracy: report.mean,
           };
-        } else {
-          threshold = loaded.manifest?.threshold;
+        } else if (loaded.manifest?.threshold !== undefined) {
+          threshold = loaded.manifest.threshold;
+        } else if (loaded.origin?.file !== undefined) {
+          // A published weights file whose LFW threshold was measured here keeps it.
+          threshold = (await knownWeights(loaded.origin.file))?.threshold;
         }
 
         const out = path.resolve(options.out);

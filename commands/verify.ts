@@ -21,7 +21,7 @@ function cosineThreshold(value: string): number {
 
 /** Formats the result as the lines the command prints, the decision last. */
 export function formatVerification(result: Verification): string {
-  const origin = result.thresholdSource === 'option' ? 'from --threshold' : "the model's LFW threshold";
+  const origin = result.thresholdSource === 'option' ? 'from --threshold' : 'stored with the model';
   return [
     ...result.faces.map(describeFaceUsed),
     `model: ${result.model}`,

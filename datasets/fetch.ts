@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
+import { makeDirectory } from '../lib/makeDirectory.ts';
 import { mkdir, mkdtemp, opendir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
@@ -162,7 +163,7 @@ async function fetchLfw(
     if (file === undefined) throw new Error(`no checksum known for ${name}`);
     return file;
   };
-  await mkdir(dataDir, { recursive: true });
+  await makeDirectory(dataDir, '--data');
 
   const pairs = await installFile({
     name: LFW_PAIRS,

@@ -2,13 +2,16 @@
  * Creates every ONNX Runtime session of the toolkit, so that all of them use the same thread
  * settings and the same choice of execution provider.
  *
- * The CUDA provider is tried first where onnxruntime-node lists it and its libraries load. Its
- * libraries do not ship in the npm package: the package's install script downloads them, and the
- * project's `.npmrc` skips that download where there is no internet. When CUDA cannot start, the
+ * The CUDA provider is tried first where onnxruntime-node lists it and its provider library is
+ * installed. Its libraries do not ship in the npm package: the package's install script
+ * downloads them, and the project's `.npmrc` skips that download where there is no internet. When CUDA cannot start, the
  * session runs on the CPU provider; the first such fallback is logged with its reason, and later
  * sessions of the process go straight to the CPU. `SPHEREFACE_ORT_CUDA=0` skips CUDA.
  */
+import { readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
+import path from 'node:path';
 
 import * as ort from 'onnxruntime-node';
 
@@ -21,12 +24,24 @@ export interface OrtSessionOptions {
   readonly intraOpNumThreads?: number;
 }
 
+const require = createRequire(import.meta.url);
+
 let cudaUnavailable: string | undefined;
 
+/**
+ * Whether to try CUDA: onnxruntime-node lists it, and its provider library was installed beside
+ * the binding. Without the library ONNX Runtime prints an error of its own for every attempt.
+ */
 function cudaListed(): boolean {
   if (process.env['SPHEREFACE_ORT_CUDA'] === '0') return false;
   const list = (ort as unknown as { listSupportedBackends?: () => ReadonlyArray<{ name: string }> }).listSupportedBackends;
-  return typeof list === 'function' && list().some((backend) => backend.name === 'cuda');
+  if (typeof list !== 'function' || !list().some((backend) => backend.name === 'cuda')) return false;
+  try {
+    const binaries = path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'bin');
+    return readdirSync(binaries, { recursive: true }).some((name) => String(name).includes('libonnxruntime_providers_cuda'));
+  } catch {
+    return false;
+  }
 }
 
 /**

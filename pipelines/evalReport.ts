@@ -9,7 +9,9 @@
  * decoded and aligned again with the landmarks the evaluation used.
  */
 import { constants } from 'node:fs';
-import { access, mkdir, stat, writeFile } from 'node:fs/promises';
+import { access, stat, writeFile } from 'node:fs/promises';
+
+import { makeDirectory } from '../lib/makeDirectory.ts';
 import path from 'node:path';
 
 import sharp from 'sharp';
@@ -99,7 +101,7 @@ export async function prepareReportDir(dir: string): Promise<string> {
   if (existing !== undefined && !existing.isDirectory()) {
     throw new Error(`--html ${absolute} is a file; expected a folder for report.html and the plots`);
   }
-  await mkdir(absolute, { recursive: true });
+  await makeDirectory(absolute, '--html');
   await access(absolute, constants.W_OK);
   return absolute;
 }

@@ -194,14 +194,22 @@ t.test('photo with two faces', async (t) => {
 });
 
 t.test('threshold comes from the option or the manifest', async (t) => {
-  const withoutThreshold = await createFaceVerifier();
-  t.teardown(() => withoutThreshold.dispose());
-  t.equal(withoutThreshold.threshold, undefined);
-  await t.rejects(withoutThreshold.verify(SAME[0], SAME[1]), MissingThresholdError);
-  await t.rejects(withoutThreshold.verify(SAME[0], SAME[1]), { message: /no verification threshold: model mobilefacenet:.* stores none.*--threshold X.*\{ threshold: X \}/ });
+  // The default checkpoint is a published file whose LFW threshold is stored by its SHA-256.
+  const byDefault = await createFaceVerifier();
+  t.equal(byDefault.threshold, 0.2956, 'the default checkpoint comes with its LFW threshold');
+  const defaultResult = await byDefault.verify(SAME[0], SAME[1]);
+  byDefault.dispose();
+  t.equal(defaultResult.thresholdSource, 'manifest');
 
   const { model } = await loadModel(defaultModelSpec());
   t.teardown(() => model.dispose());
+  // Given as a loaded network, the model carries no threshold.
+  const withoutThreshold = await createFaceVerifier({ model });
+  t.teardown(() => withoutThreshold.dispose());
+  t.equal(withoutThreshold.threshold, undefined);
+  await t.rejects(withoutThreshold.verify(SAME[0], SAME[1]), MissingThresholdError);
+  await t.rejects(withoutThreshold.verify(SAME[0], SAME[1]), { message: /no verification threshold: model mobilefacenet stores none.*--threshold X.*\{ threshold: X \}/ });
+
   const manifest: ModelManifest = {
     format: 'sphereface-ts/model',
     version: 1,
@@ -230,7 +238,7 @@ t.test('threshold comes from the option or the manifest', async (t) => {
   t.ok(Math.abs(strict.score - result.score) < 1e-12, 'a loaded model survives the dispose of the verifier that borrowed it');
 
   await t.rejects(createFaceVerifier({ model: { model, manifest: { ...manifest, alignment: 'arcface-112x112' } } }), {
-    message: /trained on arcface-112x112 crops, but faces are aligned onto the SphereFace template/,
+    message: /takes 112×96 inputs, but its alignment arcface-112x112 makes 112×112 crops/,
   });
 });
 
@@ -271,7 +279,8 @@ t.test('sphereface verify fails without a face or threshold', async (t) => {
   t.equal(noFace.stdout, '');
   t.match(noFace.stderr, `no face found in ${grey}`);
 
-  const noThreshold = await runCli(['verify', SAME[0], SAME[1]]);
+  // A network with random weights has no stored threshold.
+  const noThreshold = await runCli(['verify', SAME[0], SAME[1], '--model', 'sphereface20:random:1']);
   t.equal(noThreshold.code, 1, 'exit code 1 without a threshold');
   t.match(noThreshold.stderr, 'no verification threshold');
   t.match(noThreshold.stderr, '--threshold X');

@@ -30,12 +30,12 @@ const cudaListed = (ort as unknown as { listSupportedBackends: () => Array<{ nam
 t.test('a session starts on the CPU where CUDA cannot, and computes', async (t) => {
   const { session, provider } = await createOrtSession(doublingModel(), { intraOpNumThreads: 1 });
   t.teardown(() => session.release());
-  // This machine lists CUDA but has no CUDA libraries, so the CPU provider must take over.
+  // This machine lists CUDA but has no CUDA libraries, so the session runs on the CPU provider.
   t.equal(provider, 'cpu', `provider (CUDA listed: ${cudaListed})`);
   const out = await session.run({ x: new ort.Tensor('float32', new Float32Array([1, 2, 3]), [3]) });
   t.same(Array.from(out['y']?.data as Float32Array), [2, 4, 6]);
 });
 
-t.test('an invalid model fails with ONNX Runtime's own error', async (t) => {
+t.test("an invalid model fails with ONNX Runtime's own error", async (t) => {
   await t.rejects(createOrtSession(new Uint8Array([1, 2, 3])), /protobuf|parse|model/i);
 });

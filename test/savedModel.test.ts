@@ -432,6 +432,7 @@ function evalReport(subtractMean: boolean): Record<string, unknown> {
     std: 0.01,
     folds: [],
     meanThreshold: 0.4125,
+    counts: { pairs: 6000, images: 7701 },
     settings: { model: 'sphereface4:random:1', modelName: 'sphereface4', protocol: { folds: 10, subtractMean, thresholdGrid: '-1:1e-4:1' } },
   };
 }
@@ -469,12 +470,27 @@ t.test('export takes the threshold of a real eval', async (t) => {
   const json = (await readJsonFile(report)) as { meanThreshold: number; mean: number; settings: { protocol: { subtractMean: boolean } } };
   t.equal(json.settings.protocol.subtractMean, false, 'the report records the plain cosine');
 
+  // 20 pairs are not LFW's protocol: their threshold is refused.
+  const refused = await runCli('export', '--model', MOBILEFACENET_SPEC, '--out', path.join(root, 'cli-eval-small'), '--threshold-from', report);
+  t.equal(refused.code, 1);
+  t.match(refused.output, 'scored 20 pairs, not the 6000 pairs of LFW View 2');
+
+  // The same report as if it had covered all of View 2 is taken.
+  const full = path.join(root, 'report-eval-full.json');
+  await writeJsonFile(full, { ...json, counts: { pairs: 6000, images: 7701 } });
   const out = path.join(root, 'cli-eval');
-  const result = await runCli('export', '--model', MOBILEFACENET_SPEC, '--out', out, '--threshold-from', report);
+  const result = await runCli('export', '--model', MOBILEFACENET_SPEC, '--out', out, '--threshold-from', full);
   t.equal(result.code, 0, result.output);
   const manifest = (await readJsonFile(path.join(out, 'manifest.json'))) as ModelManifest;
   t.equal(manifest.threshold?.value, json.meanThreshold);
   t.equal(manifest.threshold?.lfwAccuracy, json.mean);
   t.equal(manifest.source.kind, 'pytorch');
   t.equal(manifest.source.sha256, await hashFile(MOBILEFACENET_SPEC.slice('mobilefacenet:'.length)));
+
+  // Without a threshold option, the published checkpoint keeps the LFW threshold measured for it.
+  const plain = path.join(root, 'cli-known');
+  const exported = await runCli('export', '--model', MOBILEFACENET_SPEC, '--out', plain);
+  t.equal(exported.code, 0, exported.output);
+  const known = (await readJsonFile(path.join(plain, 'manifest.json'))) as ModelManifest;
+  t.equal(known.threshold?.value, 0.2956, 'the known threshold of 068.ckpt');
 });
