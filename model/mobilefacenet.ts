@@ -256,6 +256,129 @@ export class MobileFaceNet implements EmbeddingModel {
   }
 }
 
+/** Tests whether `name` is a BatchNorm running statistic, which training updates but does not differentiate. */
+function isRunningStatistic(name: string): boolean {
+  return name.endsWith('.running_mean') || name.endsWith('.running_var');
+}
+
+/**
+ * Lists the parameters that gradients update, in state-dict order: every conv weight, BatchNorm
+ * weight and bias, and PReLU slope. The running statistics are left out.
+ */
+export function mobileFaceNetTrainableNames(): string[] {
+  return mobileFaceNetParameterSpecs()
+    .map((spec) => spec.name)
+    .filter((name) => !isRunningStatistic(name));
+}
+
+/** The statistics of one BatchNorm layer over a training batch. */
+export interface BatchNormStatistics {
+  /** State-dict prefix of the layer, such as `conv1.bn` or `blocks.0.conv.1`. */
+  readonly batchNorm: string;
+  /** Per-channel mean over N, H and W. */
+  readonly mean: tf.Tensor1D;
+  /** Per-channel biased variance over N, H and W, the one the layer normalises with. */
+  readonly variance: tf.Tensor1D;
+  /** Values per channel, N·H·W, for the unbiased variance that the running statistics take. */
+  readonly count: number;
+}
+
+export interface TrainingForwardResult {
+  /** The 128-d embeddings, [N, 128]. */
+  readonly embeddings: tf.Tensor2D;
+  /** One entry per BatchNorm layer, in network order. */
+  readonly batchStatistics: readonly BatchNormStatistics[];
+}
+
+/**
+ * Runs the network as PyTorch's training mode does: every BatchNorm normalises with the mean and
+ * biased variance of the batch over N, H and W (`tf.moments`), not with its running statistics.
+ * The ops are plain convs, elementwise ops and `tf.prelu`, so `tf.variableGrads` differentiates
+ * through the statistics.
+ *
+ * `parameters` maps the names of `mobileFaceNetTrainableNames` to tensors or variables in the
+ * layouts of `mobileFaceNetParameterSpecs`; other entries are ignored. The running statistics are
+ * neither read nor updated (see `updateRunningStatistics`). Like every tensor the call creates, the
+ * returned tensors belong to the caller, or to the enclosing `tf.tidy`.
+ *
+ * @throws Error when a parameter is missing or misshapen, when the input is not [N, 112, 96, 3],
+ *   or when N < 2, because `linear7` and `linear1` see one value per channel and image, and the
+ *   variance of a single value is 0 (PyTorch rejects this case too).
+ */
+export function mobileFaceNetTrainingForward(parameters: ReadonlyMap<string, tf.Tensor>, input: tf.Tensor4D): TrainingForwardResult {
+  assertInputBatch({ name: 'mobilefacenet', inputSize: { height: INPUT_HEIGHT, width: INPUT_WIDTH } }, input.shape);
+  const batchSize = input.shape[0];
+  if (batchSize < 2) {
+    throw new Error(`mobilefacenet training forward: batch size is ${batchSize}, expected at least 2 for batch-statistics BatchNorm`);
+  }
+  assertTrainableParameters(parameters);
+
+  const batchStatistics: BatchNormStatistics[] = [];
+  const run = (x: tf.Tensor4D, u: ConvUnit): tf.Tensor4D => trainingUnit(x, u, parameters, batchStatistics);
+
+  let x = input;
+  for (const u of ARCHITECTURE.stem) x = run(x, u);
+  for (const block of ARCHITECTURE.bottlenecks) {
+    let y = x;
+    for (const u of block.units) y = run(y, u);
+    x = block.residual ? tf.add(x, y) : y;
+  }
+  for (const u of ARCHITECTURE.head) x = run(x, u);
+  return { embeddings: tf.reshape(x, [batchSize, EMBEDDING_SIZE]), batchStatistics };
+}
+
+function assertTrainableParameters(parameters: ReadonlyMap<string, tf.Tensor>): void {
+  for (const spec of mobileFaceNetParameterSpecs()) {
+    if (isRunningStatistic(spec.name)) continue;
+    const tensor = parameters.get(spec.name);
+    if (tensor === undefined) throw new Error(`mobilefacenet training forward: parameter "${spec.name}" is missing`);
+    if (tensor.shape.join(',') !== spec.shape.join(',')) {
+      throw new Error(`mobilefacenet training forward: parameter "${spec.name}" has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
+    }
+  }
+}
+
+/** Applies one conv, batch-statistics BatchNorm and optional PReLU, and appends the layer's statistics. */
+function trainingUnit(x: tf.Tensor4D, u: ConvUnit, parameters: ReadonlyMap<string, tf.Tensor>, statistics: BatchNormStatistics[]): tf.Tensor4D {
+  const get = (name: string) => parameters.get(name) as tf.Tensor;
+  const pad = u.padding === 0 ? ('valid' as const) : u.padding;
+  const filter = get(u.weight) as tf.Tensor4D;
+  const convolved = u.kind === 'conv2d' ? tf.conv2d(x, filter, u.stride, pad) : tf.depthwiseConv2d(x, filter, u.stride, pad);
+
+  const { mean, variance } = tf.moments(convolved, [0, 1, 2]);
+  const [n, h, w] = convolved.shape;
+  statistics.push({ batchNorm: u.batchNorm, mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D, count: n * h * w });
+  const gamma = get(`${u.batchNorm}.weight`) as tf.Tensor1D;
+  const beta = get(`${u.batchNorm}.bias`) as tf.Tensor1D;
+  // (x − μ) · γ / √(σ² + ε) + β with broadcasting, whose gradient reduces over the batch. The
+  // gradient of `tf.batchNorm` in tfjs 4.22 tiles each [C] operand to the full activation shape,
+  // which took a fifth of a MobileFaceNet step on wasm (batch 8, `tf.profile`, 2026-12-05).
+  const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, BATCH_NORM_EPSILON)));
+  const normalised = tf.add(tf.mul(tf.sub(convolved, mean), scale), beta) as tf.Tensor4D;
+  return u.prelu === undefined ? normalised : (tf.prelu(normalised, get(u.prelu)) as tf.Tensor4D);
+}
+
+/**
+ * Moves each layer's running statistics towards the batch statistics as PyTorch's BatchNorm2d
+ * does in training mode: running = (1 − momentum) · running + momentum · batch, where the
+ * variance is the unbiased one, count / (count − 1) times the biased one. `momentum` is
+ * PyTorch's (0.1 by default), not the solver's.
+ */
+export function updateRunningStatistics(runningStatistics: ReadonlyMap<string, tf.Variable>, batchStatistics: readonly BatchNormStatistics[], momentum = 0.1): void {
+  tf.tidy(() => {
+    for (const s of batchStatistics) {
+      const runningMean = runningStatistics.get(`${s.batchNorm}.running_mean`);
+      const runningVar = runningStatistics.get(`${s.batchNorm}.running_var`);
+      if (runningMean === undefined || runningVar === undefined) {
+        throw new Error(`updateRunningStatistics: no running statistics for BatchNorm "${s.batchNorm}"`);
+      }
+      const unbiased = tf.mul(s.variance, s.count / (s.count - 1));
+      runningMean.assign(tf.add(tf.mul(runningMean, 1 - momentum), tf.mul(s.mean, momentum)));
+      runningVar.assign(tf.add(tf.mul(runningVar, 1 - momentum), tf.mul(unbiased, momentum)));
+    }
+  });
+}
+
 /**
  * Builds the network from a PyTorch state dict (`conv1.conv.weight`, …). `source` names the
  * dict in errors. Throws `StateDictMismatchError` listing every missing, extra or misshapen tensor.
