@@ -10,17 +10,17 @@ import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 /**
- * Makes `dir` exist as a folder. `what` names it in errors, e.g. `--out`.
- * @throws Error naming `what`, the path and the reason.
+ * Makes `dir` exist as a folder. `label` names it in errors, e.g. `--out`.
+ * @throws Error naming `label`, the path and the reason.
  */
-export async function makeDirectory(dir: string, what: string): Promise<void> {
+export async function makeDirectory(dir: string, label: string): Promise<void> {
   const absolute = path.resolve(dir);
   const missing: string[] = [];
   let current = absolute;
   for (;;) {
     const found = await stat(current).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' || error.code === 'ENOTDIR' ? undefined : Promise.reject(error)));
     if (found !== undefined) {
-      if (!found.isDirectory()) throw new Error(`${what}: cannot create ${absolute}, because ${current} is a file, not a folder`);
+      if (!found.isDirectory()) throw new Error(`${label}: cannot create ${absolute}, because ${current} is a file, not a folder`);
       break;
     }
     missing.unshift(current);
@@ -34,7 +34,7 @@ export async function makeDirectory(dir: string, what: string): Promise<void> {
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'EEXIST') continue;
-      throw new Error(`${what}: cannot create the folder ${folder} (${code ?? (error as Error).message}); choose a writable location`);
+      throw new Error(`${label}: cannot create the folder ${folder} (${code ?? (error as Error).message}); choose a writable location`);
     }
   }
 }

@@ -26,7 +26,7 @@ export interface BackendInfo {
   readonly threads: number;
   /** Reasons the backends preferred over the chosen one did not load. */
   readonly skipped: ReadonlyArray<{ readonly name: BackendName; readonly reason: string }>;
-  /** Why the wasm backend runs on fewer threads than were asked for, when it does. */
+  /** Reason the wasm backend runs on fewer threads than requested, when it does. */
   readonly threadsNote?: string;
 }
 
@@ -55,7 +55,7 @@ async function loadNative(packageName: '@tensorflow/tfjs-node-gpu' | '@tensorflo
   }
 }
 
-/** What starting the wasm backend gave: the threads it runs on and, if fewer, why. */
+/** Result of starting the wasm backend: its thread count and, if fewer than requested, the reason. */
 let wasmStart: { threads: number; note?: string } | undefined;
 
 async function activate(name: BackendName, wasmThreads: number): Promise<BackendInfo['tfBackend']> {
@@ -78,7 +78,7 @@ async function activate(name: BackendName, wasmThreads: number): Promise<Backend
 /**
  * Starts the wasm backend, on several threads when asked (see `model/wasmThreads.ts`). If the
  * threaded build fails to start, the package's single-thread build starts instead and
- * `wasmStart.note` says why.
+ * `wasmStart.note` gives the reason.
  */
 async function activateWasm(threads: number): Promise<'wasm'> {
   if (wasmStart !== undefined || tf.findBackend('wasm') !== null) {

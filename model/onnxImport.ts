@@ -1,6 +1,6 @@
 /**
  * Third-party face-embedding models in ONNX format, run on ONNX Runtime without being
- * re-implemented. A small JSON manifest beside the `.onnx` file says how to feed the model:
+ * re-implemented. A small JSON manifest beside the `.onnx` file describes how to feed the model:
  *
  * ```json
  * {
@@ -133,10 +133,10 @@ async function resolveInside(folder: string, relative: string, field: string, ma
   return real;
 }
 
-function pickName(names: readonly string[], wanted: string | undefined, kind: 'input' | 'output', file: string): string {
-  if (wanted !== undefined) {
-    if (!names.includes(wanted)) throw new OnnxImportError(`${file}: the graph has no ${kind} "${wanted}"; its ${kind}s are ${names.join(', ')}`);
-    return wanted;
+function pickName(names: readonly string[], requested: string | undefined, kind: 'input' | 'output', file: string): string {
+  if (requested !== undefined) {
+    if (!names.includes(requested)) throw new OnnxImportError(`${file}: the graph has no ${kind} "${requested}"; its ${kind}s are ${names.join(', ')}`);
+    return requested;
   }
   if (names.length !== 1) {
     throw new OnnxImportError(`${file}: the graph has ${names.length} ${kind}s (${names.join(', ')}); name one with "${kind}.name" in the manifest`);
@@ -160,8 +160,8 @@ function toNchw(batch: Float32Array, n: number, height: number, width: number): 
 }
 
 /**
- * Loads a third-party ONNX embedding model from its manifest. Runs two blank faces through it to
- * learn and check the embedding length; a graph whose batch is fixed at 1 runs one face at a time.
+ * Loads a third-party ONNX embedding model from its manifest. Two blank faces run through it to
+ * learn and check the embedding length. A graph whose batch is fixed at 1 runs one face at a time.
  *
  * @throws OnnxImportError naming the file and field for a bad manifest, a path outside the
  *   manifest's folder, a checksum mismatch, or a graph whose inputs and outputs do not fit.

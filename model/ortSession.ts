@@ -4,9 +4,10 @@
  *
  * The CUDA provider is tried first where onnxruntime-node lists it and its provider library is
  * installed. Its libraries do not ship in the npm package: the package's install script
- * downloads them, and the project's `.npmrc` skips that download where there is no internet. When CUDA cannot start, the
- * session runs on the CPU provider; the first such fallback is logged with its reason, and later
- * sessions of the process go straight to the CPU. `SPHEREFACE_ORT_CUDA=0` skips CUDA.
+ * downloads them, and the project's `.npmrc` skips that download where there is no internet.
+ * When CUDA cannot start, the session runs on the CPU provider. The first such fallback is
+ * logged with its reason, and later sessions of the process go straight to the CPU.
+ * `SPHEREFACE_ORT_CUDA=0` skips CUDA.
  */
 import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -29,8 +30,8 @@ const require = createRequire(import.meta.url);
 let cudaUnavailable: string | undefined;
 
 /**
- * Whether to try CUDA: onnxruntime-node lists it, and its provider library was installed beside
- * the binding. Without the library ONNX Runtime prints an error of its own for every attempt.
+ * Returns whether to try CUDA: onnxruntime-node lists it, and its provider library is installed
+ * beside the binding. Without the library ONNX Runtime prints an error of its own for every attempt.
  */
 function cudaListed(): boolean {
   if (process.env['SPHEREFACE_ORT_CUDA'] === '0') return false;

@@ -13,7 +13,7 @@
  *
  * - the Emscripten worker script, which the package ships only as a string, is written to a
  *   real file, and the main script is passed as a file path, so that Node can start both;
- * - while the module starts, `os.cpus()` reports twice the wanted thread count, so that the
+ * - while the module starts, `os.cpus()` reports twice the requested thread count, so that the
  *   C++ side sizes its pool to that count.
  *
  * Kernels stay registered under the name `wasm`, so every kernel of the package and our own
@@ -132,8 +132,8 @@ async function withReportedCores<T>(threads: number, start: () => Promise<T>): P
   const original = os.cpus;
   os.cpus = () => {
     const cpus = original();
-    const wanted = threads * 2;
-    return Array.from({ length: wanted }, (_, i) => cpus[i % cpus.length]!);
+    const reported = threads * 2;
+    return Array.from({ length: reported }, (_, i) => cpus[i % cpus.length]!);
   };
   try {
     return await start();
