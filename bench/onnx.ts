@@ -12,18 +12,14 @@
  */
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
-import { from, lastValueFrom, map, toArray } from 'rxjs';
-import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
-import { lfwPaths, mobileFaceNetCheckpoint } from '../lib/paths.ts';
+import { mobileFaceNetCheckpoint } from '../lib/paths.ts';
+import { alignedLfwFaces } from './lfwFaces.ts';
 import { initBackend, parseBackendName } from '../model/backend.ts';
 import { loadMobileFaceNet } from '../model/mobilefacenet.ts';
 import { exportOnnx } from '../model/onnxExport.ts';
 import { OnnxEmbeddingModel } from '../model/onnxModel.ts';
 import { randomSphereFace20 } from '../model/sphereface20.ts';
 import { normalizePixels } from '../operators/extractFeatures.ts';
-import { readImages } from '../operators/readImages.ts';
-import { isRejected, type AlignedFace, type LandmarkedImage } from '../operators/records.ts';
-import { similarityAlign } from '../operators/similarityAlign.ts';
 
 const batchSize = Number(process.argv[2] ?? 32);
 const runs = Number(process.argv[3] ?? 10);
@@ -32,18 +28,7 @@ if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`BATCH is ${p
 if (!Number.isInteger(runs) || runs < 1) throw new Error(`RUNS is ${process.argv[3]}, expected an integer ≥ 1`);
 const backend = await initBackend(process.argv[4] === undefined ? undefined : parseBackendName(process.argv[4]));
 
-const paths = lfwPaths();
-const landmarks = await readLandmarks(paths.landmarks);
-const refs = uniqueImages((await readPairs(paths.pairs)).pairs).slice(0, batchSize);
-const faces = (await lastValueFrom(
-  from(refs).pipe(
-    readImages(),
-    map((image) => (isRejected(image) ? image : ({ ...image, landmarks: landmarks.get(image.id) } as LandmarkedImage))),
-    similarityAlign(),
-    toArray(),
-  ),
-)).filter((face): face is AlignedFace => !isRejected(face));
-if (faces.length !== batchSize) throw new Error(`only ${faces.length} of the first ${batchSize} LFW pair images could be aligned`);
+const faces = await alignedLfwFaces(batchSize);
 
 /** Runs `forward` WARM_UP_RUNS + `runs` times and returns the median, minimum and maximum images/s of the timed runs. */
 async function measure(forward: () => Promise<unknown>): Promise<{ median: number; min: number; max: number }> {

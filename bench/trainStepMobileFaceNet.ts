@@ -16,10 +16,9 @@
  * `tf.memory().numTensors` per step after the warm-up, which must be 0.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { from, lastValueFrom, map, toArray } from 'rxjs';
 
-import { readLandmarks, readPairs, uniqueImages } from '../datasets/lfw.ts';
-import { lfwPaths, mobileFaceNetCheckpoint } from '../lib/paths.ts';
+import { mobileFaceNetCheckpoint } from '../lib/paths.ts';
+import { alignedLfwFaces } from './lfwFaces.ts';
 import { initBackend, parseBackendName, prepareTraining } from '../model/backend.ts';
 import {
   loadMobileFaceNet,
@@ -30,9 +29,6 @@ import {
 } from '../model/mobilefacenet.ts';
 import { CaffeSgd, learningRateAt, REFERENCE_SOLVER, type SolverParameter } from '../model/solver.ts';
 import { normalizePixels } from '../operators/extractFeatures.ts';
-import { readImages } from '../operators/readImages.ts';
-import { isRejected, type AlignedFace, type LandmarkedImage } from '../operators/records.ts';
-import { similarityAlign } from '../operators/similarityAlign.ts';
 
 const CLASSES = 10572;
 const EMBEDDING_SIZE = 128;
@@ -51,22 +47,6 @@ const backend = await initBackend(parseBackendName(process.argv[4] ?? 'wasm'));
 await prepareTraining(backend);
 const warmUpSteps = integerArgument(5, 1, 0, 'warm-up step count');
 
-/** Aligns the first `count` LFW pair images from their listed landmarks. */
-async function alignedLfwFaces(count: number): Promise<AlignedFace[]> {
-  const paths = lfwPaths();
-  const landmarks = await readLandmarks(paths.landmarks);
-  const refs = uniqueImages((await readPairs(paths.pairs)).pairs).slice(0, count);
-  const faces = (await lastValueFrom(
-    from(refs).pipe(
-      readImages(),
-      map((image) => (isRejected(image) ? image : ({ ...image, landmarks: landmarks.get(image.id) } as LandmarkedImage))),
-      similarityAlign(),
-      toArray(),
-    ),
-  )).filter((face): face is AlignedFace => !isRejected(face));
-  if (faces.length !== count) throw new Error(`only ${faces.length} of the first ${count} LFW pair images could be aligned`);
-  return faces;
-}
 
 // The loaded model supplies the unfolded parameters. Its folded inference copies are not used.
 const model = await loadMobileFaceNet(mobileFaceNetCheckpoint());

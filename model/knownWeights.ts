@@ -1,8 +1,8 @@
 /**
  * Facts about published weight files that we measured here, keyed by the file's SHA-256: the
  * verification threshold each scored on LFW. A saved model stores its threshold in its
- * manifest; a checkpoint loaded straight from its original file gets it from this table, so that
- * `sphereface verify` has a default for it.
+ * manifest. A checkpoint loaded straight from its original file gets it from this table, so
+ * `sphereface verify` has a default for it too.
  */
 import { hashFile } from '../lib/artifactCache.ts';
 

@@ -16,7 +16,7 @@
  *
  * - `model`: the ONNX file, relative to the manifest's folder. It must stay inside that folder.
  * - `input.layout`: `NCHW` (most exported PyTorch and MXNet models) or `NHWC`.
- * - `input.channelOrder`, `input.mean`, `input.scale`: the network sees
+ * - `input.channelOrder`, `input.mean`, `input.scale`: the network's input is
  *   (pixel − mean) × scale, pixels 0–255 in that channel order.
  * - `input.name`, `output.name`: needed only when the graph has several inputs or outputs.
  * - `alignment`: the template the model was trained on (`lib/alignmentTemplates.ts`). It also

@@ -1,9 +1,9 @@
 /**
  * The wasm backend on several threads under Node.
  *
- * TensorFlow.js 4.22 ships a threaded SIMD build of its wasm backend but never uses it in Node:
- * its `WASM_HAS_MULTITHREAD_SUPPORT` flag is false there, and the threaded build, if forced,
- * would start its Emscripten workers from `blob:` URLs, which Node's `Worker` cannot load. Its
+ * TensorFlow.js 4.22 ships a threaded SIMD build of its wasm backend but never uses it in Node,
+ * where its `WASM_HAS_MULTITHREAD_SUPPORT` flag is false. Forced, the threaded build would start
+ * its Emscripten workers from `blob:` URLs, which Node's `Worker` cannot load. Its
  * C++ side also sizes XNNPACK's thread pool once, as it starts, from half the logical core
  * count (it assumes two hyper-threads per core) and at most 4, so a 2-core machine gets one
  * thread.
@@ -35,7 +35,7 @@ import { BackendWasm, version_wasm as wasmVersion } from '@tensorflow/tfjs-backe
 
 /** The package version this code was written and tested against. */
 export const THREADED_WASM_VERSION = '4.22.0';
-/** XNNPACK's thread pool in this build holds at most this many threads. */
+/** Largest thread count of XNNPACK's thread pool in this build. */
 export const MAX_WASM_THREADS = 4;
 
 const require = createRequire(import.meta.url);
@@ -59,7 +59,7 @@ export function checkWasmThreads(value: number, source: string): number {
 }
 
 /**
- * The wasm thread count to use: `requested` when given, else the `SPHEREFACE_WASM_THREADS`
+ * Returns the wasm thread count to use: `requested` when given, else the `SPHEREFACE_WASM_THREADS`
  * environment variable, else one per core up to `MAX_WASM_THREADS`.
  */
 export function wasmThreadsSetting(requested?: number, env: NodeJS.ProcessEnv = process.env): number {
@@ -71,7 +71,7 @@ export function wasmThreadsSetting(requested?: number, env: NodeJS.ProcessEnv = 
   return Math.min(MAX_WASM_THREADS, Math.max(1, os.availableParallelism()));
 }
 
-/** Where the threaded build's files lie inside the installed package. */
+/** Returns the paths of the threaded build's files inside the installed package. */
 function packageFiles(): { dir: string; mainScript: string; workerModule: string } {
   const entry = require.resolve('@tensorflow/tfjs-backend-wasm');
   const dir = path.join(path.dirname(entry), '..', 'wasm-out');
@@ -93,7 +93,7 @@ function writeWorkerScript(workerModule: string): string {
     throw new Error(`${workerModule} exports no wasmWorkerContents string; the threaded wasm backend needs @tensorflow/tfjs-backend-wasm ${THREADED_WASM_VERSION}`);
   }
   // The package's own loader escapes the newlines before it turns the string into a script:
-  // the string holds `"\n"` escapes that became real line breaks inside a string literal.
+  // the string contains `"\n"` escapes that became real line breaks inside a string literal.
   const script = exported.replace(/\n/g, '\\n');
   const hash = createHash('sha256').update(script).digest('hex').slice(0, 16);
   // One folder per user, readable only by that user: the script runs inside our process, so no
@@ -241,12 +241,12 @@ export function registerThreadedWasm(threads: number): () => void {
 
 let lastStartError: string | undefined;
 
-/** Why the last threaded start failed, or undefined when it did not fail. */
+/** Returns why the last threaded start failed, or undefined when it did not fail. */
 export function threadedStartError(): string | undefined {
   return lastStartError;
 }
 
-/** The threads the started wasm backend computes on, as its C++ side reports them. */
+/** Returns the thread count of the started wasm backend, as its C++ side reports it. */
 export function wasmThreadsInUse(): number {
   const backend = tf.findBackend('wasm') as unknown as { wasm?: EmscriptenModule } | null;
   const getThreadsCount = backend?.wasm?.tfjs?.getThreadsCount;

@@ -235,7 +235,7 @@ function decodeAlignedFace(bytes: Uint8Array, ref: { id: string; path: string })
   return { id: ref.id, path: ref.path, ...header, rgb };
 }
 
-/** The template points and crop size that the `similarityAlign` stage's parameters name. */
+/** Returns the template points and crop size that the `similarityAlign` stage's parameters name. */
 function alignmentOf(params: {
   readonly template: 'sphereface' | AlignmentName | FivePoints;
   readonly outputSize?: { readonly width: number; readonly height: number } | undefined;

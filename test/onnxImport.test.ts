@@ -33,7 +33,7 @@ const SIDE = 112;
 const FEATURES = 4;
 
 /**
- * A stand-in for a third-party model: NCHW input "data" [N, 3, 112, 112], output "fc1" [N, 4]
+ * Builds a stand-in for a third-party model: NCHW input "data" [N, 3, 112, 112], output "fc1" [N, 4]
  * = flatten(data) · W. Its output can be computed by hand, which checks the layout.
  */
 function linearNchwModel(weights: Float32Array, outputs: readonly string[] = ['fc1'], batch: DimensionMessage = { dim_param: 'N' }): Uint8Array {

@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { DataType, encodeModel } from '../model/onnx/onnx.proto.ts';
 import { createOrtSession } from '../model/ortSession.ts';
 
-/** A graph that doubles its input, small enough to build here. */
+/** Builds a graph that doubles its input. */
 function doublingModel(): Uint8Array {
   const two = new Float32Array([2]);
   return encodeModel({

@@ -1,6 +1,6 @@
 /**
  * Child process of test/wasmThreads.test.ts: starts the wasm backend with the thread count
- * that SPHEREFACE_WASM_THREADS asks for, runs one convolution, prints one JSON line with the
+ * that SPHEREFACE_WASM_THREADS sets, runs one convolution, prints one JSON line with the
  * threads and a checksum of the result, and then returns without calling `process.exit`. The
  * test checks that the process ends by itself.
  */
